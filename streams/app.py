@@ -1,0 +1,127 @@
+"""The faust app: thin agents that decode, look up per-patient state, call the core, emit.
+
+Everything clinical lives in pure modules (``streams.monitor``, ``streams.alarm``,
+``streams.rolling``); this module only wires them to Kafka. Per-patient state is a
+changelog-backed table keyed by patient id, so a restarted worker recovers it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import faust
+from pydantic import ValidationError
+
+from schemas.deadletter import DeadLetter
+from schemas.observations import VitalSigns
+from schemas.topics import TopicRegistry
+from streams import metrics
+from streams.monitor import PatientMonitor
+from streams.rules import RuleSet
+
+Clock = Callable[[], datetime]
+
+
+def _wall_clock() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    """What a worker needs to know; built from ``services.config.Settings``."""
+
+    app_id: str
+    bootstrap_servers: str
+    store: str
+    datadir: Path
+    topics: TopicRegistry
+    rules: RuleSet
+
+
+def create_app(config: WorkerConfig, clock: Clock = _wall_clock) -> faust.App:
+    """Build the faust app with its topics, table and agents."""
+    partitions = config.topics.partitions
+    app = faust.App(
+        config.app_id,
+        broker=[f"kafka://{server}" for server in config.bootstrap_servers.split(",")],
+        store=config.store,
+        datadir=str(config.datadir),
+        autodiscover=False,
+        web_enabled=False,
+        topic_partitions=partitions,
+        topic_replication_factor=config.topics.replication_factor,
+        producer_acks=-1,
+        consumer_auto_offset_reset="earliest",
+    )
+
+    def raw_topic(base_name: str) -> Any:
+        return app.topic(
+            config.topics.name(base_name),
+            key_serializer="raw",
+            value_serializer="raw",
+            partitions=config.topics.partitions_of(base_name),
+        )
+
+    vitals_topic, alerts_topic, deadletter_topic = (
+        raw_topic("vitals"),
+        raw_topic("alerts"),
+        raw_topic("deadletter"),
+    )
+    monitors = app.Table(
+        "patient-monitor",
+        default=None,
+        partitions=partitions,
+        help="PatientMonitor state by patient id (JSON; changelog-backed)",
+    )
+
+    async def dead_letter(event: Any, reason: str, detail: str) -> None:
+        message = event.message
+        key = event.key
+        letter = DeadLetter(
+            source="worker.vitals",
+            reason=reason,
+            detail=detail[:4096],
+            original=bytes(event.value or b""),
+            original_topic=message.topic,
+            original_partition=message.partition,
+            original_offset=message.offset,
+            original_key=key.decode("utf-8", "replace") if isinstance(key, bytes) else None,
+            received_at=clock(),
+        )
+        metrics.DEAD_LETTERS.labels("worker.vitals", reason).inc()
+        await deadletter_topic.send(key=b"worker.vitals", value=letter.model_dump_json().encode())
+
+    @app.agent(vitals_topic, name="vitals")
+    async def process_vitals(stream: Any) -> None:
+        async for event in stream.events():
+            metrics.SAMPLES_IN.labels("vitals").inc()
+            try:
+                sample = VitalSigns.model_validate_json(event.value or b"")
+            except ValidationError as exc:
+                await dead_letter(event, "invalid_vitals", str(exc))
+                continue
+            if event.key != sample.patient_id.encode():
+                await dead_letter(event, "key_mismatch", "Kafka key must be the patient id")
+                continue
+            state = monitors.get(sample.patient_id)
+            monitor = PatientMonitor.from_state(state) if state else PatientMonitor()
+            late_before = monitor.late_samples
+            drafts = monitor.on_vitals(sample, config.rules)
+            if monitor.late_samples != late_before:
+                metrics.SAMPLES_LATE.labels("vitals").inc()
+            monitors[sample.patient_id] = monitor.to_state()
+            for draft in drafts:
+                alert = draft.to_event(raised_at=clock())
+                await alerts_topic.send(
+                    key=alert.patient_id.encode(), value=alert.model_dump_json().encode()
+                )
+                metrics.ALERT_EVENTS.labels(alert.rule_id, alert.phase, alert.priority).inc()
+                if alert.trigger_received_at is not None:
+                    latency = (alert.raised_at - alert.trigger_received_at).total_seconds()
+                    metrics.EVENT_TO_ALERT_LATENCY.observe(max(0.0, latency))
+
+    return app
