@@ -30,9 +30,9 @@ PatientId = Annotated[
 
 
 class Contract(BaseModel):
-    """Base of every topic payload: immutable, unknown fields refused."""
+    """Base of every topic payload: immutable, unknown fields and NaN/infinity refused."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=False)
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
 
 class SourceInfo(Contract):

@@ -8,7 +8,6 @@ with ``quantity=None`` and whatever unit the sender gave.
 
 from __future__ import annotations
 
-import math
 from datetime import datetime
 from typing import ClassVar, Literal, Self
 
@@ -43,8 +42,6 @@ class Measurement(Contract):
     def _check_value_and_unit(self) -> Self:
         if self.value is None and self.value_text is None:
             raise ValueError("a measurement needs a value or a value_text")
-        if self.value is not None and not math.isfinite(self.value):
-            raise ValueError("value must be a finite number")
         if self.quantity is not None:
             info = QUANTITIES[self.quantity]
             if self.unit != info.ucum_unit:
