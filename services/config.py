@@ -1,0 +1,65 @@
+"""One frozen settings object per process, read from the environment (``VIGIL_*``).
+
+``KAFKA_BOOTSTRAP_SERVERS`` (no prefix) points every command at an existing cluster;
+without it, commands use the project's local broker on ``VIGIL_KAFKA_PORT``.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from schemas.topics import TopicRegistry
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+class Settings(BaseSettings):
+    """Runtime configuration shared by every Vigil process."""
+
+    model_config = SettingsConfigDict(env_prefix="VIGIL_", frozen=True, extra="ignore")
+
+    kafka_bootstrap_servers: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("KAFKA_BOOTSTRAP_SERVERS", "VIGIL_KAFKA_BOOTSTRAP_SERVERS"),
+        description="An existing cluster; when unset the local broker is used.",
+    )
+    kafka_host: str = "127.0.0.1"
+    kafka_port: int = Field(default=9092, ge=1, le=65535)
+    kafka_controller_port: int = Field(default=9093, ge=1, le=65535)
+    kafka_data_dir: Path = PROJECT_ROOT / ".run" / "kafka"
+    kafka_cache_dir: Path = PROJECT_ROOT / ".cache" / "kafka"
+    kafka_start_timeout_s: float = Field(default=120.0, gt=0)
+
+    topic_prefix: str = Field(default="icu.", pattern=r"^[A-Za-z0-9._-]*$")
+    partitions: int = Field(default=4, ge=1, description="Partitions of every raw topic")
+    replication_factor: int = Field(default=1, ge=1)
+
+    app_id: str = Field(default="vigil-worker", description="Faust app id = consumer group")
+    store: str = Field(
+        default="rocksdb://", description="Faust table store: rocksdb:// or memory://"
+    )
+    data_dir: Path = PROJECT_ROOT / ".run"
+    metrics_port: int = Field(default=9108, ge=0, le=65535, description="0 disables /metrics")
+    metrics_host: str = Field(default="127.0.0.1", description="0.0.0.0 in containers")
+    log_level: str = "INFO"
+
+    @property
+    def bootstrap_servers(self) -> str:
+        """The cluster every client talks to."""
+        return self.kafka_bootstrap_servers or f"{self.kafka_host}:{self.kafka_port}"
+
+    @property
+    def uses_local_kafka(self) -> bool:
+        return self.kafka_bootstrap_servers is None
+
+    @cached_property
+    def topics(self) -> TopicRegistry:
+        return TopicRegistry(
+            prefix=self.topic_prefix,
+            partitions=self.partitions,
+            replication_factor=self.replication_factor,
+        )
