@@ -3,10 +3,14 @@
 Everything clinical lives in pure modules (``streams.monitor``, ``streams.alarm``,
 ``streams.rolling``); this module only wires them to Kafka. Per-patient state is a
 changelog-backed table keyed by patient id, so a restarted worker recovers it.
+Processing is at-least-once: after a crash, re-delivered samples are not after the
+patient's last event time and change nothing (see ``streams.monitor``), and alert
+events carry deterministic ids, so consumers drop any duplicate.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -24,6 +28,7 @@ from streams.monitor import PatientMonitor
 from streams.rules import RuleSet
 
 Clock = Callable[[], datetime]
+log = logging.getLogger(__name__)
 
 
 def _wall_clock() -> datetime:
@@ -95,33 +100,46 @@ def create_app(config: WorkerConfig, clock: Clock = _wall_clock) -> faust.App:
         metrics.DEAD_LETTERS.labels("worker.vitals", reason).inc()
         await deadletter_topic.send(key=b"worker.vitals", value=letter.model_dump_json().encode())
 
+    async def on_vitals(event: Any) -> None:
+        try:
+            sample = VitalSigns.model_validate_json(event.value or b"")
+        except ValidationError as exc:
+            await dead_letter(event, "invalid_vitals", str(exc))
+            return
+        if event.key != sample.patient_id.encode():
+            await dead_letter(event, "key_mismatch", "Kafka key must be the patient id")
+            return
+        state = monitors.get(sample.patient_id)
+        monitor = PatientMonitor.from_state(state) if state else PatientMonitor()
+        late_before = monitor.late_samples
+        drafts = monitor.on_vitals(sample, config.rules)
+        if monitor.late_samples != late_before:
+            metrics.SAMPLES_LATE.labels("vitals").inc()
+        monitors[sample.patient_id] = monitor.to_state()
+        for draft in drafts:
+            alert = draft.to_event(raised_at=clock())
+            await alerts_topic.send(
+                key=alert.patient_id.encode(), value=alert.model_dump_json().encode()
+            )
+            metrics.ALERT_EVENTS.labels(alert.rule_id, alert.phase, alert.priority).inc()
+            if alert.trigger_received_at is not None:
+                latency = (alert.raised_at - alert.trigger_received_at).total_seconds()
+                metrics.EVENT_TO_ALERT_LATENCY.observe(max(0.0, latency))
+
     @app.agent(vitals_topic, name="vitals")
     async def process_vitals(stream: Any) -> None:
         async for event in stream.events():
             metrics.SAMPLES_IN.labels("vitals").inc()
             try:
-                sample = VitalSigns.model_validate_json(event.value or b"")
-            except ValidationError as exc:
-                await dead_letter(event, "invalid_vitals", str(exc))
-                continue
-            if event.key != sample.patient_id.encode():
-                await dead_letter(event, "key_mismatch", "Kafka key must be the patient id")
-                continue
-            state = monitors.get(sample.patient_id)
-            monitor = PatientMonitor.from_state(state) if state else PatientMonitor()
-            late_before = monitor.late_samples
-            drafts = monitor.on_vitals(sample, config.rules)
-            if monitor.late_samples != late_before:
-                metrics.SAMPLES_LATE.labels("vitals").inc()
-            monitors[sample.patient_id] = monitor.to_state()
-            for draft in drafts:
-                alert = draft.to_event(raised_at=clock())
-                await alerts_topic.send(
-                    key=alert.patient_id.encode(), value=alert.model_dump_json().encode()
+                await on_vitals(event)
+            except Exception as exc:  # one bad record must never stop the unit's monitoring
+                message = event.message
+                log.exception(
+                    "vitals record %s[%d]@%d failed; dead-lettered",
+                    message.topic,
+                    message.partition,
+                    message.offset,
                 )
-                metrics.ALERT_EVENTS.labels(alert.rule_id, alert.phase, alert.priority).inc()
-                if alert.trigger_received_at is not None:
-                    latency = (alert.raised_at - alert.trigger_received_at).total_seconds()
-                    metrics.EVENT_TO_ALERT_LATENCY.observe(max(0.0, latency))
+                await dead_letter(event, "processing_error", repr(exc))
 
     return app

@@ -85,8 +85,7 @@ class AlertDraft:
                 rule.hysteresis if rule.direction == "below" else -rule.hysteresis
             )
             explanation = (
-                f"{rule.feature} {shown} {back} {bound:g}"
-                f" for off-delay {rule.off_delay_s:g} s",
+                f"{rule.feature} {shown} {back} {bound:g} for off-delay {rule.off_delay_s:g} s",
                 f"condition began {_iso(tr.condition_since)}",
             )
         return AlertEvent(

@@ -31,7 +31,7 @@ class RulesError(ValueError):
 class ThresholdRule(BaseModel):
     """Alarm when a feature stays beyond a threshold for an on-delay."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     id: str = Field(pattern=r"^[a-z0-9_]+(\.[a-z0-9_]+)+$")
     version: int = Field(ge=1)
@@ -104,10 +104,10 @@ def load_rules(path: Path | None = None) -> RuleSet:
         if path is None:
             text = resources.files("streams").joinpath("rules/default.toml").read_text()
         else:
-            text = path.read_text()
+            text = path.read_text(encoding="utf-8")
         return RuleSet.model_validate(tomllib.loads(text))
-    except OSError as exc:
-        raise RulesError(f"cannot read rules file {where}: {exc}") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RulesError(f"cannot read rules file {where} (UTF-8 TOML): {exc}") from exc
     except tomllib.TOMLDecodeError as exc:
         raise RulesError(f"rules file {where} is not valid TOML: {exc}") from exc
     except ValidationError as exc:
