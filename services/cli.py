@@ -1,0 +1,280 @@
+"""The ``vigil`` command line."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import threading
+from datetime import datetime
+from pathlib import Path
+
+import click
+
+from schemas.alerts import AlertEvent
+from services.cli_common import load_settings
+from services.cli_kafka import kafka_group
+
+
+@click.group()
+@click.version_option(package_name="vigil")
+def main() -> None:
+    """Vigil: real-time early warning of multi-organ dysfunction in the ICU."""
+    logging.basicConfig(
+        level=load_settings().log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    for noisy in ("kafka", "aiokafka"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+main.add_command(kafka_group)
+
+
+@main.group("topics")
+def topics_group() -> None:
+    """Kafka topics of this deployment (names carry VIGIL_TOPIC_PREFIX)."""
+
+
+@topics_group.command("create")
+def topics_create() -> None:
+    """Create every topic of the registry that does not exist yet."""
+    from services.kafka_io import create_topics
+
+    settings = load_settings()
+    created, existing = create_topics(settings.bootstrap_servers, settings.topics)
+    for name in created:
+        click.echo(f"created {name}")
+    for name in existing:
+        click.echo(f"exists  {name}")
+
+
+@topics_group.command("list")
+def topics_list() -> None:
+    """Print the registry: name, key, partitions, retention."""
+    registry = load_settings().topics
+    for spec in registry:
+        retention = (
+            "forever" if spec.retention_ms == -1 else f"{(spec.retention_ms or 0) // 86400000} d"
+        )
+        click.echo(
+            f"{registry.name(spec.base_name):<24} key={spec.key:<11} "
+            f"partitions={registry.partitions_of(spec.base_name):<3} retention={retention:<8} "
+            f"{spec.payload.__name__}"
+        )
+
+
+@main.group("schemas")
+def schemas_group() -> None:
+    """JSON Schemas of the topic payloads."""
+
+
+@schemas_group.command("export")
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+def schemas_export(directory: Path) -> None:
+    """Write one JSON Schema file per topic payload into DIRECTORY."""
+    from schemas.export import export_json_schemas
+
+    for path in export_json_schemas(directory):
+        click.echo(str(path))
+
+
+def _speed(_ctx: click.Context, _param: click.Parameter, value: str) -> float | None:
+    from services.sim_publisher import parse_speed
+
+    try:
+        return parse_speed(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from exc
+
+
+@main.command("simulate")
+@click.option("--beds", type=click.IntRange(1, 100000), default=8, show_default=True)
+@click.option(
+    "--speed",
+    default="10",
+    show_default=True,
+    callback=_speed,
+    help="Event time runs this many times faster than the wall clock; 'max' = no pacing",
+)
+@click.option("--seed", type=int, default=7, show_default=True)
+@click.option(
+    "--start",
+    type=click.DateTime(formats=["%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M:%SZ"]),
+    default=None,
+    help="Event time of the first sample (ISO 8601 with offset); default now",
+)
+@click.option("--duration", type=click.IntRange(1), default=None, help="Simulated seconds")
+@click.option(
+    "--hypotension-bed",
+    type=click.IntRange(0),
+    default=1,
+    show_default=True,
+    help="Bed with a scripted hypotension episode (0 = none)",
+)
+@click.option("--hypotension-onset", type=float, default=120.0, show_default=True)
+@click.option("--hypotension-duration", type=float, default=600.0, show_default=True)
+@click.option(
+    "--truth",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write ground-truth annotations (JSON lines) here",
+)
+def simulate_cmd(
+    beds: int,
+    speed: float | None,
+    seed: int,
+    start: datetime | None,
+    duration: int | None,
+    hypotension_bed: int,
+    hypotension_onset: float,
+    hypotension_duration: float,
+    truth: Path | None,
+) -> None:
+    """Publish 1 Hz vital signs for a simulated ICU to the vitals topic."""
+    from datetime import UTC
+
+    from services.kafka_io import reliable_producer
+    from services.sim_publisher import publish_simulation
+    from services.simulator import (
+        HypotensionEpisode,
+        SimulationConfig,
+        wall_clock,
+        write_ground_truth,
+    )
+
+    if start is not None and start.tzinfo is None:
+        start = start.replace(tzinfo=UTC)
+    episodes = (
+        (HypotensionEpisode(hypotension_bed, hypotension_onset, hypotension_duration),)
+        if hypotension_bed
+        else ()
+    )
+    try:
+        config = SimulationConfig(
+            beds=beds,
+            seed=seed,
+            start=start or wall_clock().replace(microsecond=0),
+            duration_s=duration,
+            episodes=episodes,
+        )
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from exc
+    if truth is not None:
+        write_ground_truth(config, truth)
+    settings = load_settings()
+    producer = reliable_producer(settings.bootstrap_servers, client_id="vigil-simulator")
+    stop = threading.Event()
+    _stop_on_sigterm(stop)
+    click.echo(
+        f"simulating {beds} beds at {'max' if speed is None else f'{speed:g}x'} speed "
+        f"into {settings.topics.vitals}, first sample at {config.start.isoformat()}",
+        err=True,
+    )
+    try:
+        stats = publish_simulation(config, producer, settings.topics.vitals, speed=speed, stop=stop)
+    except KeyboardInterrupt:
+        stop.set()
+        return
+    finally:
+        producer.close()
+    click.echo(
+        f"published {stats.messages} samples ({stats.simulated_seconds} s of event time) in "
+        f"{stats.wall_seconds:.1f} s: {stats.rate:.0f} msg/s, {stats.failures} failed",
+        err=True,
+    )
+    if stats.failures:
+        sys.exit(1)
+
+
+def _stop_on_sigterm(stop: threading.Event) -> None:
+    import signal
+
+    def handler(_signum: int, _frame: object) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+@main.command("worker")
+@click.option(
+    "--rules",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Rules file (default: the packaged streams/rules/default.toml)",
+)
+def worker_cmd(rules: Path | None) -> None:
+    """Run the stream worker (faust): features, alarms, alerts."""
+    from services.worker import run_worker
+    from streams.rules import RulesError
+
+    try:
+        run_worker(load_settings(), rules)
+    except RulesError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+@main.group("alerts")
+def alerts_group() -> None:
+    """Alert events."""
+
+
+@alerts_group.command("tail")
+@click.option("--json", "as_json", is_flag=True, help="One JSON alert event per line")
+@click.option("--max", "max_events", type=click.IntRange(1), default=None, help="Stop after N")
+@click.option("--timeout", type=float, default=None, help="Stop after S seconds without events")
+@click.option("--from-beginning", is_flag=True, help="Read the topic from its start")
+@click.option("--group", default=None, help="Consumer group (remote centres: one per centre)")
+def alerts_tail(
+    as_json: bool,
+    max_events: int | None,
+    timeout: float | None,
+    from_beginning: bool,
+    group: str | None,
+) -> None:
+    """Print alert events as they are published."""
+    from services.alerts_tail import format_alert, tail_alerts
+
+    settings = load_settings()
+    try:
+        for item in tail_alerts(
+            settings.bootstrap_servers,
+            settings.topics.alerts,
+            from_beginning=from_beginning,
+            max_events=max_events,
+            timeout_s=timeout,
+            group_id=group,
+        ):
+            if isinstance(item, AlertEvent):
+                click.echo(item.model_dump_json() if as_json else format_alert(item))
+            else:
+                click.echo(
+                    json.dumps({"invalid_alert_record": item.decode("utf-8", "replace")})
+                    if as_json
+                    else f"(not an alert event: {item[:80]!r})",
+                    err=not as_json,
+                )
+    except KeyboardInterrupt:
+        pass
+
+
+@main.command("run")
+@click.option("--beds", type=click.IntRange(1), default=8, show_default=True)
+@click.option("--speed", default="10", show_default=True, help="Simulator speed factor or 'max'")
+@click.option(
+    "--seconds",
+    type=float,
+    default=None,
+    envvar="RUN_SECONDS",
+    help="Stop after this many seconds (env RUN_SECONDS); default: until Ctrl-C",
+)
+def run_cmd(beds: int, speed: str, seconds: float | None) -> None:
+    """The embedded default: local Kafka, worker and a simulated ICU; prints alerts."""
+    from services.run import run_system
+
+    sys.exit(run_system(load_settings(), beds=beds, speed=speed, seconds=seconds))
+
+
+if __name__ == "__main__":
+    main()

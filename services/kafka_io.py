@@ -1,0 +1,78 @@
+"""Thin Kafka I/O shared by the CLI commands: topic creation, producers, consumers."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+from kafka.admin import NewTopic
+from kafka.errors import TopicAlreadyExistsError
+
+from schemas.topics import TopicRegistry
+
+log = logging.getLogger(__name__)
+
+
+def create_topics(
+    bootstrap_servers: str, registry: TopicRegistry, only: Iterable[str] | None = None
+) -> tuple[list[str], list[str]]:
+    """Create the registry's topics; returns (created, already existing) names."""
+    wanted = set(only) if only is not None else None
+    new_topics = [
+        NewTopic(
+            name=registry.name(spec.base_name),
+            num_partitions=registry.partitions_of(spec.base_name),
+            replication_factor=registry.replication_factor,
+            topic_configs=registry.configs(spec.base_name),
+        )
+        for spec in registry
+        if wanted is None or spec.base_name in wanted
+    ]
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap_servers, client_id="vigil-admin")
+    try:
+        existing = set(admin.list_topics())
+        to_create = [t for t in new_topics if t.name not in existing]
+        created: list[str] = []
+        for topic in to_create:
+            try:
+                admin.create_topics([topic])
+                created.append(topic.name)
+            except TopicAlreadyExistsError:
+                existing.add(topic.name)
+        return created, sorted(t.name for t in new_topics if t.name in existing)
+    finally:
+        admin.close()
+
+
+def reliable_producer(bootstrap_servers: str, *, client_id: str) -> KafkaProducer:
+    """A producer that counts a write done only when every in-sync replica has it."""
+    return KafkaProducer(
+        bootstrap_servers=bootstrap_servers,
+        client_id=client_id,
+        acks="all",
+        enable_idempotence=True,
+        linger_ms=5,
+        batch_size=256 * 1024,
+        compression_type=None,
+    )
+
+
+def topic_consumer(
+    bootstrap_servers: str,
+    topic: str,
+    *,
+    from_beginning: bool,
+    group_id: str | None = None,
+    client_id: str = "vigil-cli",
+) -> KafkaConsumer:
+    """A consumer of one topic; without a group it reads every partition itself."""
+    return KafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap_servers,
+        client_id=client_id,
+        group_id=group_id,
+        auto_offset_reset="earliest" if from_beginning else "latest",
+        enable_auto_commit=group_id is not None,
+        consumer_timeout_ms=200,
+    )

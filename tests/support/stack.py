@@ -1,0 +1,175 @@
+"""Pieces of a real stack for integration tests: topics, worker processes, consumers.
+
+Every test gets its own topic prefix and consumer group; every process it starts is
+registered so the session can prove none is left behind.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+
+from schemas.topics import TopicRegistry
+from services import procs
+from services.kafka_io import create_topics
+from services.kafka_local import free_port
+
+STARTED_PIDS: list[int] = []
+"""Every process the test session started; checked dead at session end."""
+
+
+def unique_prefix(tag: str) -> str:
+    return f"t{uuid.uuid4().hex[:8]}-{tag}."
+
+
+@dataclass
+class Stack:
+    """One isolated deployment on the session broker: prefix, app id, data dir."""
+
+    bootstrap: str
+    workdir: Path
+    prefix: str
+    partitions: int = 4
+    app_id: str = field(default_factory=lambda: f"vigil-test-{uuid.uuid4().hex[:8]}")
+    metrics_port: int = field(default_factory=free_port)
+    processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    @property
+    def registry(self) -> TopicRegistry:
+        return TopicRegistry(prefix=self.prefix, partitions=self.partitions)
+
+    def env(self) -> dict[str, str]:
+        return {
+            **os.environ,
+            "KAFKA_BOOTSTRAP_SERVERS": self.bootstrap,
+            "VIGIL_TOPIC_PREFIX": self.prefix,
+            "VIGIL_PARTITIONS": str(self.partitions),
+            "VIGIL_APP_ID": self.app_id,
+            "VIGIL_DATA_DIR": str(self.workdir),
+            "VIGIL_METRICS_PORT": str(self.metrics_port),
+        }
+
+    def create_topics(self) -> None:
+        create_topics(self.bootstrap, self.registry)
+
+    def vigil(self, *args: str, timeout_s: float = 300) -> subprocess.CompletedProcess[str]:
+        """Run a ``vigil`` command to completion (as a user would)."""
+        return subprocess.run(
+            [sys.executable, "-m", "services.cli", *args],
+            env=self.env(),
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+            check=False,
+        )
+
+    def start_worker(self, name: str = "worker") -> subprocess.Popen[bytes]:
+        log = self.workdir / f"{name}.log"
+        proc = procs.spawn(
+            [sys.executable, "-m", "services.cli", "worker"], env=self.env(), log_path=log
+        )
+        STARTED_PIDS.append(proc.pid)
+        self.processes.append(proc)
+        return proc
+
+    def stop_all(self) -> None:
+        for proc in reversed(self.processes):
+            procs.stop(proc, timeout_s=30)
+
+    def worker_log(self, name: str = "worker") -> str:
+        path = self.workdir / f"{name}.log"
+        return path.read_text(errors="replace")[-5000:] if path.exists() else "(no log)"
+
+    def metric(self, name: str, labels: str = "") -> float | None:
+        """A counter's value from the worker's /metrics, None while it is not serving."""
+        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                text = response.read().decode()
+        except OSError:
+            return None
+        pattern = rf"^{re.escape(name)}{re.escape(labels)} ([0-9.e+]+)$"
+        match = re.search(pattern, text, re.MULTILINE)
+        return float(match.group(1)) if match else 0.0
+
+    def lag(self, base_topic: str) -> int | None:
+        """Unprocessed records of the worker's group on a topic (None before it commits)."""
+        topic = self.registry.name(base_topic)
+        admin = KafkaAdminClient(bootstrap_servers=self.bootstrap)
+        consumer = KafkaConsumer(bootstrap_servers=self.bootstrap)
+        try:
+            committed = admin.list_group_offsets(self.app_id).get(self.app_id, {})
+            partitions = [TopicPartition(topic, p) for p in range(self.partitions)]
+            ends = consumer.end_offsets(partitions)
+            total = 0
+            for tp in partitions:
+                if ends[tp] == 0:
+                    continue
+                meta = committed.get(tp)
+                if meta is None or meta.offset < 0:
+                    return None
+                total += ends[tp] - meta.offset
+            return total
+        finally:
+            consumer.close()
+            admin.close()
+
+    def wait_until_processed(self, base_topic: str, timeout_s: float = 180) -> None:
+        wait_for(
+            lambda: self.lag(base_topic) == 0,
+            timeout_s,
+            f"worker to drain {base_topic}",
+            on_timeout=self.worker_log,
+        )
+
+    def read_all(self, base_topic: str, idle_s: float = 3.0, timeout_s: float = 60) -> list[bytes]:
+        """Every record value on a topic, read until nothing new arrives for ``idle_s``."""
+        return [value for _key, value in self.read_records(base_topic, idle_s, timeout_s)]
+
+    def read_records(
+        self, base_topic: str, idle_s: float = 3.0, timeout_s: float = 60
+    ) -> list[tuple[bytes | None, bytes]]:
+        consumer = KafkaConsumer(
+            self.registry.name(base_topic),
+            bootstrap_servers=self.bootstrap,
+            auto_offset_reset="earliest",
+            enable_auto_commit=False,
+            group_id=None,
+        )
+        records: list[tuple[bytes | None, bytes]] = []
+        try:
+            deadline = time.monotonic() + timeout_s
+            last = time.monotonic()
+            while time.monotonic() - last < idle_s and time.monotonic() < deadline:
+                for batch in consumer.poll(timeout_ms=250).values():
+                    for record in batch:
+                        records.append((record.key, record.value))
+                        last = time.monotonic()
+        finally:
+            consumer.close()
+        return records
+
+
+def wait_for(
+    condition: Callable[[], bool],
+    timeout_s: float,
+    what: str,
+    on_timeout: Callable[[], str] | None = None,
+) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.5)
+    detail = f"\n{on_timeout()}" if on_timeout else ""
+    raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}{detail}")
