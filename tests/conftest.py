@@ -35,7 +35,7 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield broker.bootstrap
 
 
-def _processes_under(directory: Path) -> list[str]:
+def processes_under(directory: Path) -> list[str]:
     """Live processes whose command line mentions ``directory`` (our brokers, workers)."""
     found = []
     for proc in Path("/proc").iterdir():
@@ -54,7 +54,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """A test run must leave no broker or worker behind: fail the run if it did."""
     alive = [pid for pid in STARTED_PIDS if procs.pid_alive(pid)]
     factory = getattr(session.config, "_tmp_path_factory", None)
-    leftovers = _processes_under(factory.getbasetemp()) if factory is not None else []
+    leftovers = processes_under(factory.getbasetemp()) if factory is not None else []
     if alive or leftovers:
         reporter = session.config.pluginmanager.get_plugin("terminalreporter")
         if reporter is not None:

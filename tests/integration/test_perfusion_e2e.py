@@ -173,3 +173,18 @@ def test_bad_input_is_dead_lettered_with_its_bytes_and_the_worker_keeps_going(
         "the valid sample after the bad ones to be consumed",
     )
     assert stack.processes[0].poll() is None, "worker must keep running"
+
+
+def test_alerts_tail_prints_the_alert_events_as_json(
+    max_speed_run: tuple[Stack, list[AlertEvent]],
+) -> None:
+    stack, alerts = max_speed_run
+    done = stack.vigil(
+        "alerts", "tail", "--json", "--from-beginning", "--max", "5", "--timeout", "5"
+    )
+    assert done.returncode == 0, done.stderr
+    printed = [AlertEvent.model_validate_json(line) for line in done.stdout.splitlines()]
+    assert printed == alerts
+    human = stack.vigil("alerts", "tail", "--from-beginning", "--max", "1", "--timeout", "5")
+    assert human.returncode == 0, human.stderr
+    assert "START  MEDIUM ICU1-03  sim-003  MAP below 65 mmHg" in human.stdout

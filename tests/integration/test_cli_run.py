@@ -1,0 +1,85 @@
+"""`vigil topics create` and `vigil run` (what `make run` starts) against real brokers."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from kafka import KafkaAdminClient
+
+from services import procs
+from services.kafka_local import free_port
+from tests.conftest import processes_under
+from tests.support.stack import STARTED_PIDS, Stack, unique_prefix
+
+
+def test_topics_create_makes_every_registry_topic_once(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    stack = Stack(kafka_bootstrap, tmp_path, unique_prefix("topics"), partitions=3)
+    first = stack.vigil("topics", "create")
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.count("created ") == 10
+    again = stack.vigil("topics", "create")
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.count("exists  ") == 10
+    admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    names = [stack.registry.name(spec.base_name) for spec in stack.registry]
+    try:
+        described = {t["name"]: len(t["partitions"]) for t in admin.describe_topics(names)}
+    finally:
+        admin.close()
+    assert described[stack.registry.vitals] == 3
+    assert described[stack.registry.alerts] == 3
+    assert described[stack.registry.deadletter] == 1
+
+
+def _children_of(pid: int) -> set[int]:
+    found: set[int] = set()
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            found |= {int(c) for c in (task / "children").read_text().split()}
+        except OSError:
+            continue
+    return found
+
+
+def test_vigil_run_shows_an_alert_and_ctrl_c_leaves_no_process(tmp_path: Path) -> None:
+    """The embedded default: its own fresh broker, worker and simulator; SIGINT stops all."""
+    env = {key: value for key, value in os.environ.items() if key != "KAFKA_BOOTSTRAP_SERVERS"} | {
+        "VIGIL_DATA_DIR": str(tmp_path),
+        "VIGIL_KAFKA_PORT": str(free_port()),
+        "VIGIL_KAFKA_CONTROLLER_PORT": str(free_port()),
+        "VIGIL_METRICS_PORT": str(free_port()),
+        "PYTHONUNBUFFERED": "1",
+    }
+    out_path = tmp_path / "run.out"
+    with out_path.open("wb") as out:
+        run = subprocess.Popen(
+            [sys.executable, "-m", "services.cli", "run", "--beds", "4", "--speed", "60"],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    STARTED_PIDS.append(run.pid)
+    try:
+        deadline = time.monotonic() + 150
+        while "MAP below 65 mmHg" not in out_path.read_text() and time.monotonic() < deadline:
+            assert run.poll() is None, out_path.read_text()
+            time.sleep(0.5)
+        output = out_path.read_text()
+        assert "START  MEDIUM ICU1-01  sim-001  MAP below 65 mmHg" in output, output
+        children = _children_of(run.pid)
+        assert len(children) >= 3, "broker, worker and simulator run as children"
+        run.send_signal(signal.SIGINT)
+        assert run.wait(timeout=60) == 0, out_path.read_text()
+    finally:
+        if run.poll() is None:
+            procs.stop_pid(run.pid, group=False)
+    assert "stopped." in out_path.read_text()
+    assert [pid for pid in children if procs.pid_alive(pid)] == []
+    assert processes_under(tmp_path) == []
