@@ -15,6 +15,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from schemas.topics import TopicRegistry
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
+_IN_CHECKOUT = (PROJECT_ROOT / "pyproject.toml").is_file()
+DEFAULT_HOME = PROJECT_ROOT if _IN_CHECKOUT else Path.cwd()
+"""Where run-time files go by default: the checkout (editable install) or the cwd."""
 
 
 class Settings(BaseSettings):
@@ -30,8 +33,8 @@ class Settings(BaseSettings):
     kafka_host: str = "127.0.0.1"
     kafka_port: int = Field(default=9092, ge=1, le=65535)
     kafka_controller_port: int = Field(default=9093, ge=1, le=65535)
-    kafka_data_dir: Path = PROJECT_ROOT / ".run" / "kafka"
-    kafka_cache_dir: Path = PROJECT_ROOT / ".cache" / "kafka"
+    kafka_data_dir: Path = DEFAULT_HOME / ".run" / "kafka"
+    kafka_cache_dir: Path = DEFAULT_HOME / ".cache" / "kafka"
     kafka_start_timeout_s: float = Field(default=120.0, gt=0)
 
     topic_prefix: str = Field(default="icu.", pattern=r"^[A-Za-z0-9._-]*$")
@@ -42,7 +45,7 @@ class Settings(BaseSettings):
     store: str = Field(
         default="rocksdb://", description="Faust table store: rocksdb:// or memory://"
     )
-    data_dir: Path = PROJECT_ROOT / ".run"
+    data_dir: Path = DEFAULT_HOME / ".run"
     metrics_port: int = Field(default=9108, ge=0, le=65535, description="0 disables /metrics")
     metrics_host: str = Field(default="127.0.0.1", description="0.0.0.0 in containers")
     log_level: str = "INFO"

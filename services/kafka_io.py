@@ -5,9 +5,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 
-from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
-from kafka.errors import TopicAlreadyExistsError
+from kafka.errors import KafkaError, TopicAlreadyExistsError
 
 from schemas.topics import TopicRegistry
 
@@ -76,3 +76,32 @@ def topic_consumer(
         enable_auto_commit=group_id is not None,
         consumer_timeout_ms=200,
     )
+
+
+def consumer_group_lag(bootstrap_servers: str, group_id: str, topic: str) -> int | None:
+    """Records of ``topic`` that consumer group ``group_id`` has not committed yet.
+
+    None while the group has not committed on every non-empty partition (or its
+    coordinator is not available yet): "not started" is not "caught up".
+    """
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap_servers, client_id="vigil-lag")
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap_servers, client_id="vigil-lag")
+    try:
+        committed = admin.list_group_offsets(group_id).get(group_id, {})
+        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        ends = consumer.end_offsets(partitions)
+        lag = 0
+        for tp in partitions:
+            if ends[tp] == 0:
+                continue
+            meta = committed.get(tp)
+            if meta is None or meta.offset < 0:
+                return None
+            lag += ends[tp] - meta.offset
+        return lag
+    except KafkaError as exc:
+        log.debug("lag of %s on %s not available yet: %s", group_id, topic, exc)
+        return None
+    finally:
+        consumer.close()
+        admin.close()

@@ -9,7 +9,9 @@ SAMPLES_LATE = Counter(
     "vigil_samples_late_total", "Messages not after the patient's last event time", ["source"]
 )
 DEAD_LETTERS = Counter(
-    "vigil_dead_letters_total", "Messages refused to the dead-letter topic", ["source", "reason"]
+    "vigil_dead_letters_total",
+    "Records refused to the dead-letter topic, by input",
+    ["source", "reason"],
 )
 ALERT_EVENTS = Counter(
     "vigil_alert_events_total", "Alert events published", ["rule_id", "phase", "priority"]

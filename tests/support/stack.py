@@ -17,11 +17,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+from kafka import KafkaConsumer
 
 from schemas.topics import TopicRegistry
 from services import procs
-from services.kafka_io import create_topics
+from services.kafka_io import consumer_group_lag, create_topics
 from services.kafka_local import free_port
 
 STARTED_PIDS: list[int] = []
@@ -104,25 +104,7 @@ class Stack:
 
     def lag(self, base_topic: str) -> int | None:
         """Unprocessed records of the worker's group on a topic (None before it commits)."""
-        topic = self.registry.name(base_topic)
-        admin = KafkaAdminClient(bootstrap_servers=self.bootstrap)
-        consumer = KafkaConsumer(bootstrap_servers=self.bootstrap)
-        try:
-            committed = admin.list_group_offsets(self.app_id).get(self.app_id, {})
-            partitions = [TopicPartition(topic, p) for p in range(self.partitions)]
-            ends = consumer.end_offsets(partitions)
-            total = 0
-            for tp in partitions:
-                if ends[tp] == 0:
-                    continue
-                meta = committed.get(tp)
-                if meta is None or meta.offset < 0:
-                    return None
-                total += ends[tp] - meta.offset
-            return total
-        finally:
-            consumer.close()
-            admin.close()
+        return consumer_group_lag(self.bootstrap, self.app_id, self.registry.name(base_topic))
 
     def wait_until_processed(self, base_topic: str, timeout_s: float = 180) -> None:
         wait_for(
