@@ -114,13 +114,18 @@ class ObservationMessage(Contract):
         """Event time of the message: its latest observation."""
         return max(m.observed_at for m in self.measurements)
 
-    def value_of(self, quantity: Quantity) -> float | None:
-        """The last numeric, non-artefact value of ``quantity`` in this message, if any."""
-        found: float | None = None
+    def latest(self, quantity: Quantity) -> Measurement | None:
+        """The last numeric, non-artefact measurement of ``quantity`` in this message."""
+        found: Measurement | None = None
         for m in self.measurements:
             if m.quantity is quantity and m.value is not None and not m.artefact:
-                found = m.value
+                found = m
         return found
+
+    def value_of(self, quantity: Quantity) -> float | None:
+        """The value of :meth:`latest`, if any."""
+        found = self.latest(quantity)
+        return found.value if found is not None else None
 
 
 class VitalSigns(ObservationMessage):

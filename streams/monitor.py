@@ -4,13 +4,18 @@ This is the pure core the faust agent calls: ``PatientMonitor.on_vitals`` takes 
 decoded sample and returns the alert events it causes; no Kafka, no wall clock
 (``raised_at`` is passed in).
 
-Late and out-of-order policy: per patient, a vitals message whose observation time
-is not after the last one processed is *late*. It is counted and not fed into the
-windows or the rules (re-deliveries after a restart are exactly such messages, so
-they change nothing). Producers keep per-patient order on one partition, so in
-practice only duplicates and clock steps are late.
+Which MAP: the continuous invasive arterial mean (ABP). Cuff (NBP) readings come
+every 5-15 min, so a 1-min median of them is no continuous evidence: a patient
+with only NBP is *not evaluated* by this rule (an intermittent-NBP rule and a
+"not evaluable" technical alarm belong to the alarm engine issue).
 
-Gap policy: when the time since the previous MAP sample exceeds the median window,
+Late and out-of-order policy, per patient and per feature input: an ABP mean whose
+observation time is not after the last one used is *late*. It is counted and not
+fed into the window or the rules (re-deliveries after a restart are exactly such
+samples, so they change nothing). Other messages of the same second (a gateway
+sending HR/SpO2 and ABP separately) are not affected.
+
+Gap policy: when the time since the previous ABP mean reaches the median window,
 the rule is first evaluated as *unknown*: a pending alarm is not confirmed across
 a gap and an active alarm is not cleared by missing data.
 """
@@ -43,6 +48,9 @@ def _iso(t: float) -> str:
 def alert_id_for(patient_id: str, rule: ThresholdRule, condition_since: float) -> str:
     """Deterministic alert id of one episode of one rule for one patient.
 
+    The rule version is not part of it, so an episode that spans a rules update
+    keeps its id (its events carry the version in force when each was emitted).
+
     >>> from streams.rules import load_rules
     >>> rule = load_rules().get("perfusion.map_low")
     >>> alert_id_for("p1", rule, 0.0) == alert_id_for("p1", rule, 0.0)
@@ -50,7 +58,7 @@ def alert_id_for(patient_id: str, rule: ThresholdRule, condition_since: float) -
     >>> alert_id_for("p1", rule, 0.0) == alert_id_for("p1", rule, 1.0)
     False
     """
-    name = f"{patient_id}|{rule.id}|{rule.version}|{_iso(condition_since)}"
+    name = f"{patient_id}|{rule.id}|{_iso(condition_since)}"
     return str(uuid.uuid5(ALERT_NAMESPACE, name))
 
 
@@ -112,10 +120,12 @@ class AlertDraft:
         )
 
 
-def map_of(sample: VitalSigns) -> float | None:
-    """MAP of a sample: invasive arterial mean when present, else non-invasive mean."""
-    value = sample.value_of(Quantity.ABP_MEAN)
-    return value if value is not None else sample.value_of(Quantity.NBP_MEAN)
+def arterial_map_of(sample: VitalSigns) -> tuple[float, float] | None:
+    """(MAP mmHg, observation time) of the sample's invasive arterial mean, if any."""
+    found = sample.latest(Quantity.ABP_MEAN)
+    if found is None or found.value is None:
+        return None
+    return found.value, found.observed_at.timestamp()
 
 
 @dataclass
@@ -124,7 +134,6 @@ class PatientMonitor:
 
     map_median: RollingMedian = field(default_factory=lambda: RollingMedian(MAP_MEDIAN_WINDOW_S))
     alarms: dict[str, AlarmState] = field(default_factory=dict)
-    last_observed_at: float | None = None
     last_map_at: float | None = None
     bed: str | None = None
     care_unit: str | None = None
@@ -132,19 +141,17 @@ class PatientMonitor:
 
     def on_vitals(self, sample: VitalSigns, rules: RuleSet) -> list[AlertDraft]:
         """Feed one vitals message; returns the alert events it causes (maybe none)."""
-        at = sample.observed_at.timestamp()
-        if self.last_observed_at is not None and at <= self.last_observed_at:
-            self.late_samples += 1
-            return []
-        self.last_observed_at = at
         self.bed = sample.bed or self.bed
         self.care_unit = sample.care_unit or self.care_unit
-
-        map_mmhg = map_of(sample)
-        if map_mmhg is None:
+        arterial = arterial_map_of(sample)
+        if arterial is None:
+            return []
+        map_mmhg, at = arterial
+        if self.last_map_at is not None and at <= self.last_map_at:
+            self.late_samples += 1
             return []
         drafts: list[AlertDraft] = []
-        if self.last_map_at is not None and at - self.last_map_at > MAP_MEDIAN_WINDOW_S:
+        if self.last_map_at is not None and at - self.last_map_at >= MAP_MEDIAN_WINDOW_S:
             drafts += self._evaluate(sample, rules, at, None, map_mmhg)
         self.last_map_at = at
         self.map_median.update(at, map_mmhg)
@@ -189,7 +196,6 @@ class PatientMonitor:
         return {
             "map_median": self.map_median.to_state(),
             "alarms": {k: v.to_state() for k, v in self.alarms.items()},
-            "last_observed_at": self.last_observed_at,
             "last_map_at": self.last_map_at,
             "bed": self.bed,
             "care_unit": self.care_unit,
@@ -201,7 +207,6 @@ class PatientMonitor:
         return cls(
             map_median=RollingMedian.from_state(state["map_median"]),
             alarms={k: AlarmState.from_state(v) for k, v in state["alarms"].items()},
-            last_observed_at=state["last_observed_at"],
             last_map_at=state["last_map_at"],
             bed=state["bed"],
             care_unit=state["care_unit"],

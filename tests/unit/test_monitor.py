@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 
 from schemas.alerts import AlertEvent, AlertPhase, AlertPriority
+from schemas.codes import Quantity
+from schemas.observations import Measurement, VitalSigns
 from streams.monitor import PatientMonitor
 from streams.rules import RuleSet, load_rules
 from tests.support.patients import (
@@ -139,3 +141,50 @@ def test_state_restored_mid_episode_continues_identically() -> None:
         for draft in monitor.on_vitals(vitals("p-hypo", T0 + seconds(t), map_mmhg), RULES):
             events.append(draft.to_event(raised_at=T0 + seconds(t)))
     assert events == uninterrupted
+
+
+def _split_gateway_messages(t: int, map_mmhg: float) -> list[VitalSigns]:
+    """A PCD-01 gateway sending HR/SpO2 and the arterial pressures as two messages."""
+    at = T0 + seconds(t)
+    full = vitals("p-split", at, map_mmhg)
+    return [
+        full.model_copy(update={"measurements": full.measurements[:2]}),
+        full.model_copy(update={"measurements": full.measurements[2:]}),
+        VitalSigns(
+            patient_id="p-split",
+            source=full.source,
+            received_at=at,
+            measurements=(Measurement.of(Quantity.RESP_RATE, 18, at),),
+        ),
+    ]
+
+
+def test_several_messages_in_the_same_second_do_not_hide_the_arterial_pressure() -> None:
+    monitor = PatientMonitor()
+    phases = []
+    for t, map_mmhg in enumerate(HYPOTENSION):
+        for message in _split_gateway_messages(t, map_mmhg):
+            phases += [d.transition.phase for d in monitor.on_vitals(message, RULES)]
+    assert phases == ["start", "end"]
+    assert monitor.late_samples == 0
+
+
+def test_cuff_pressure_alone_is_not_evaluated_by_the_continuous_map_rule() -> None:
+    monitor = PatientMonitor()
+    for t in range(0, 3 * 3600, 60):  # NBP every minute at 50 mmHg for 3 h
+        at = T0 + seconds(t)
+        cuff = vitals("p-nbp", at, None).model_copy(
+            update={"measurements": (Measurement.of(Quantity.NBP_MEAN, 50, at),)}
+        )
+        assert monitor.on_vitals(cuff, RULES) == []
+    assert len(monitor.map_median) == 0
+
+
+def test_a_gap_of_exactly_one_window_is_unknown() -> None:
+    # 4 min 59 s low, one 60 s gap, then low again: the on-delay restarts after the gap
+    trace: list[float | None] = [56.0] * 299 + [None] * 59 + [56.0] * 299
+    monitor = PatientMonitor()
+    events = []
+    for t, value in enumerate(trace):
+        events += monitor.on_vitals(vitals("p1", T0 + seconds(t), value), RULES)
+    assert events == []
