@@ -64,6 +64,9 @@ def create_app(config: WorkerConfig, clock: Clock = _wall_clock) -> faust.App:
         # request per record and the worker spends a third of its time in socket writes.
         producer_linger=0.02,
         producer_max_batch_size=256 * 1024,
+        # A dead worker's patients move to another within ~10 s, not faust's default 60 s.
+        broker_session_timeout=10.0,
+        broker_heartbeat_interval=3.0,
         consumer_auto_offset_reset="earliest",
     )
 
@@ -101,19 +104,22 @@ def create_app(config: WorkerConfig, clock: Clock = _wall_clock) -> faust.App:
     async def dead_letter(event: Any, reason: str, detail: str) -> None:
         message = event.message
         key = event.key
-        letter = DeadLetter(
+        letter = DeadLetter.of(
+            bytes(event.value or b""),
             source="worker.vitals",
             reason=reason,
-            detail=detail[:4096],
-            original=bytes(event.value or b""),
+            detail=detail,
             original_topic=message.topic,
             original_partition=message.partition,
             original_offset=message.offset,
             original_key=key.decode("utf-8", "replace") if isinstance(key, bytes) else None,
             received_at=clock(),
         )
+        delivery = await deadletter_topic.send(
+            key=b"worker.vitals", value=letter.model_dump_json().encode()
+        )
+        await delivery  # the record counts as handled only once its dead letter is stored
         metrics.DEAD_LETTERS.labels("vitals", reason).inc()
-        await deadletter_topic.send(key=b"worker.vitals", value=letter.model_dump_json().encode())
 
     async def on_vitals(event: Any) -> None:
         try:
@@ -124,25 +130,29 @@ def create_app(config: WorkerConfig, clock: Clock = _wall_clock) -> faust.App:
         if event.key != sample.patient_id.encode():
             await dead_letter(event, "key_mismatch", "Kafka key must be the patient id")
             return
-        monitor = live.get(sample.patient_id)
+        patient_id = sample.patient_id
+        monitor = live.pop(patient_id, None)  # back in the cache only if all below succeeds
         if monitor is None:
-            state = monitors.get(sample.patient_id)
+            state = monitors.get(patient_id)
             monitor = PatientMonitor.from_state(state) if state else PatientMonitor()
-            live[sample.patient_id] = monitor
         late_before = monitor.late_samples
         drafts = monitor.on_vitals(sample, config.rules)
         if monitor.late_samples != late_before:
             metrics.SAMPLES_LATE.labels("vitals").inc()
-        monitors[sample.patient_id] = monitor.to_state()
+        # Alerts first, acknowledged by Kafka, then the state that remembers them: a crash
+        # in between re-emits the alert (same event id) instead of losing it.
         for draft in drafts:
             alert = draft.to_event(raised_at=clock())
-            await alerts_topic.send(
+            delivery = await alerts_topic.send(
                 key=alert.patient_id.encode(), value=alert.model_dump_json().encode()
             )
+            await delivery
             metrics.ALERT_EVENTS.labels(alert.rule_id, alert.phase, alert.priority).inc()
             if alert.trigger_received_at is not None:
-                latency = (alert.raised_at - alert.trigger_received_at).total_seconds()
+                latency = (clock() - alert.trigger_received_at).total_seconds()
                 metrics.EVENT_TO_ALERT_LATENCY.observe(max(0.0, latency))
+        monitors[patient_id] = monitor.to_state()
+        live[patient_id] = monitor
 
     @app.agent(vitals_topic, name="vitals")
     async def process_vitals(stream: Any) -> None:

@@ -18,6 +18,6 @@ ALERT_EVENTS = Counter(
 )
 EVENT_TO_ALERT_LATENCY = Histogram(
     "vigil_event_to_alert_latency_seconds",
-    "Wall time from the triggering sample reaching Vigil to its alert event being sent",
+    "Wall time from the triggering sample's received_at to Kafka acknowledging its alert",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
 )

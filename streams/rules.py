@@ -33,7 +33,7 @@ class ThresholdRule(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
-    id: str = Field(pattern=r"^[a-z0-9_]+(\.[a-z0-9_]+)+$")
+    id: str = Field(max_length=64, pattern=r"^[a-z0-9_]+(\.[a-z0-9_]+)+$")
     version: int = Field(ge=1)
     title: str = Field(min_length=3, max_length=128)
     kind: Literal["physiological", "technical"] = "physiological"

@@ -73,11 +73,13 @@ class Stack:
             check=False,
         )
 
-    def start_worker(self, name: str = "worker") -> subprocess.Popen[bytes]:
+    def start_worker(
+        self, name: str = "worker", *, data_dir: Path | None = None
+    ) -> subprocess.Popen[bytes]:
+        """Start ``vigil worker``; ``data_dir`` gives it a local store of its own."""
         log = self.workdir / f"{name}.log"
-        proc = procs.spawn(
-            [sys.executable, "-m", "services.cli", "worker"], env=self.env(), log_path=log
-        )
+        env = self.env() | ({"VIGIL_DATA_DIR": str(data_dir)} if data_dir else {})
+        proc = procs.spawn([sys.executable, "-m", "services.cli", "worker"], env=env, log_path=log)
         STARTED_PIDS.append(proc.pid)
         self.processes.append(proc)
         return proc
@@ -91,7 +93,7 @@ class Stack:
         return path.read_text(errors="replace")[-5000:] if path.exists() else "(no log)"
 
     def metric(self, name: str, labels: str = "") -> float | None:
-        """A counter's value from the worker's /metrics, None while it is not serving."""
+        """A series' value from the worker's /metrics; None while it is not serving."""
         url = f"http://127.0.0.1:{self.metrics_port}/metrics"
         try:
             with urllib.request.urlopen(url, timeout=2) as response:
@@ -100,7 +102,9 @@ class Stack:
             return None
         pattern = rf"^{re.escape(name)}{re.escape(labels)} ([0-9.e+]+)$"
         match = re.search(pattern, text, re.MULTILINE)
-        return float(match.group(1)) if match else 0.0
+        if match is None:
+            raise AssertionError(f"no series {name}{labels} in /metrics:\n{text[-3000:]}")
+        return float(match.group(1))
 
     def lag(self, base_topic: str) -> int | None:
         """Unprocessed records of the worker's group on a topic (None before it commits)."""

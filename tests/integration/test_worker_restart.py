@@ -1,0 +1,71 @@
+"""A worker killed with SIGKILL mid-episode is replaced by one on an empty disk: it
+recovers the patient state from the table's changelog, so the alert that started
+before the kill ends after it, and is never raised a second time."""
+
+from __future__ import annotations
+
+import os
+import signal
+from datetime import UTC, datetime
+from pathlib import Path
+
+from kafka import KafkaProducer
+
+from schemas.alerts import AlertEvent, AlertPhase
+from services.simulator import HypotensionEpisode, SimulationConfig, patient_id_of, simulate
+from tests.support.stack import Stack, unique_prefix
+
+CONFIG = SimulationConfig(
+    beds=3,
+    seed=5,
+    start=datetime(2026, 6, 2, 9, 0, tzinfo=UTC),
+    duration_s=780,
+    episodes=(HypotensionEpisode(2, onset_s=90, duration_s=480),),
+)
+KILL_AFTER_S = 450  # the alert has started (~400 s), the episode is still going
+
+
+def publish(stack: Stack, batches: list[list[bytes]], keys: list[list[bytes]]) -> None:
+    producer = KafkaProducer(bootstrap_servers=stack.bootstrap, acks="all", linger_ms=5)
+    for batch_keys, batch in zip(keys, batches, strict=True):
+        for key, value in zip(batch_keys, batch, strict=True):
+            producer.send(stack.registry.vitals, key=key, value=value)
+    producer.flush()
+    producer.close()
+
+
+def alerts(stack: Stack) -> list[AlertEvent]:
+    return [AlertEvent.model_validate_json(v) for v in stack.read_all("alerts", idle_s=2)]
+
+
+def test_sigkilled_worker_recovers_its_state_and_ends_the_alert_it_started(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    seconds = list(simulate(CONFIG))
+    values = [[s.model_dump_json().encode() for s in batch] for _t, batch in seconds]
+    keys = [[s.patient_id.encode() for s in batch] for _t, batch in seconds]
+    stack = Stack(kafka_bootstrap, tmp_path, unique_prefix("restart"))
+    try:
+        stack.create_topics()
+        first = stack.start_worker("worker-1")
+        publish(stack, values[:KILL_AFTER_S], keys[:KILL_AFTER_S])
+        stack.wait_until_processed("vitals")
+        before = alerts(stack)
+        assert [(a.patient_id, a.phase) for a in before] == [
+            (patient_id_of(2), AlertPhase.START)
+        ], stack.worker_log("worker-1")
+
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait(timeout=10)
+        publish(stack, values[KILL_AFTER_S:], keys[KILL_AFTER_S:])
+        stack.start_worker("worker-2", data_dir=tmp_path / "another-host")
+        stack.wait_until_processed("vitals")
+        after = alerts(stack)
+    finally:
+        stack.stop_all()
+
+    unique = {a.event_id: a for a in after}
+    assert [(a.phase, a.alert_id) for a in unique.values()] == [
+        (AlertPhase.START, before[0].alert_id),
+        (AlertPhase.END, before[0].alert_id),
+    ]
