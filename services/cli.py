@@ -40,10 +40,13 @@ def topics_group() -> None:
 @topics_group.command("create")
 def topics_create() -> None:
     """Create every topic of the registry that does not exist yet."""
-    from services.kafka_io import create_topics
+    from services.kafka_io import TopicLayoutError, create_topics
 
     settings = load_settings()
-    created, existing = create_topics(settings.bootstrap_servers, settings.topics)
+    try:
+        created, existing = create_topics(settings.bootstrap_servers, settings.topics)
+    except TopicLayoutError as exc:
+        raise click.ClickException(str(exc)) from exc
     for name in created:
         click.echo(f"created {name}")
     for name in existing:
@@ -135,7 +138,7 @@ def simulate_cmd(
     """Publish 1 Hz vital signs for a simulated ICU to the vitals topic."""
     from datetime import UTC
 
-    from services.kafka_io import reliable_producer
+    from services.kafka_io import TopicLayoutError, check_topics, reliable_producer
     from services.sim_publisher import publish_simulation
     from services.simulator import (
         HypotensionEpisode,
@@ -164,6 +167,10 @@ def simulate_cmd(
     if truth is not None:
         write_ground_truth(config, truth)
     settings = load_settings()
+    try:
+        check_topics(settings.bootstrap_servers, settings.topics, ["vitals"])
+    except TopicLayoutError as exc:
+        raise click.ClickException(str(exc)) from exc
     producer = reliable_producer(settings.bootstrap_servers, client_id="vigil-simulator")
     stop = threading.Event()
     _stop_on_sigterm(stop)
@@ -206,12 +213,13 @@ def _stop_on_sigterm(stop: threading.Event) -> None:
 )
 def worker_cmd(rules: Path | None) -> None:
     """Run the stream worker (faust): features, alarms, alerts."""
+    from services.kafka_io import TopicLayoutError
     from services.worker import run_worker
     from streams.rules import RulesError
 
     try:
         run_worker(load_settings(), rules)
-    except RulesError as exc:
+    except (RulesError, TopicLayoutError) as exc:
         raise click.ClickException(str(exc)) from exc
 
 

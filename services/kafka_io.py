@@ -14,20 +14,51 @@ from schemas.topics import TopicRegistry
 log = logging.getLogger(__name__)
 
 
+class TopicLayoutError(RuntimeError):
+    """Topics are missing or have another partition count than the registry says."""
+
+
+def check_topics(
+    bootstrap_servers: str, registry: TopicRegistry, base_names: Iterable[str]
+) -> None:
+    """Fail fast, with a clear message, unless these topics exist as the registry says."""
+    wanted = {registry.name(b): registry.partitions_of(b) for b in base_names}
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap_servers, client_id="vigil-admin")
+    try:
+        found = {t["name"]: len(t["partitions"]) for t in admin.describe_topics(list(wanted))}
+    except KafkaError as exc:
+        raise TopicLayoutError(f"cannot describe topics {sorted(wanted)}: {exc}") from exc
+    finally:
+        admin.close()
+    problems = [
+        f"{name} is missing" if found.get(name, 0) == 0
+        else f"{name} has {found[name]} partitions, expected {count}"
+        for name, count in wanted.items()
+        if found.get(name) != count
+    ]  # fmt: skip
+    if problems:
+        raise TopicLayoutError(
+            "; ".join(problems) + " (create topics with `vigil topics create`; VIGIL_PARTITIONS"
+            " must match the existing topics)"
+        )
+
+
 def create_topics(
     bootstrap_servers: str, registry: TopicRegistry, only: Iterable[str] | None = None
 ) -> tuple[list[str], list[str]]:
-    """Create the registry's topics; returns (created, already existing) names."""
-    wanted = set(only) if only is not None else None
+    """Create the registry's topics; returns (created, already existing) names.
+
+    Raises :class:`TopicLayoutError` when an existing topic has another partition count.
+    """
+    base_names = [s.base_name for s in registry if only is None or s.base_name in set(only)]
     new_topics = [
         NewTopic(
-            name=registry.name(spec.base_name),
-            num_partitions=registry.partitions_of(spec.base_name),
+            name=registry.name(base_name),
+            num_partitions=registry.partitions_of(base_name),
             replication_factor=registry.replication_factor,
-            topic_configs=registry.configs(spec.base_name),
+            topic_configs=registry.configs(base_name),
         )
-        for spec in registry
-        if wanted is None or spec.base_name in wanted
+        for base_name in base_names
     ]
     admin = KafkaAdminClient(bootstrap_servers=bootstrap_servers, client_id="vigil-admin")
     try:
@@ -40,9 +71,10 @@ def create_topics(
                 created.append(topic.name)
             except TopicAlreadyExistsError:
                 existing.add(topic.name)
-        return created, sorted(t.name for t in new_topics if t.name in existing)
     finally:
         admin.close()
+    check_topics(bootstrap_servers, registry, base_names)
+    return created, sorted(t.name for t in new_topics if t.name in existing)
 
 
 def reliable_producer(bootstrap_servers: str, *, client_id: str) -> KafkaProducer:

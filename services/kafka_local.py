@@ -154,6 +154,9 @@ def render_server_properties(config: LocalKafkaConfig) -> str:
         "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
         f"log.dirs={_prop_value(str(config.log_dirs))}",
         "num.partitions=1",
+        # Topics come from `vigil topics create` only: an auto-created 1-partition topic
+        # would break co-partitioning with the worker's tables.
+        "auto.create.topics.enable=false",
         "default.replication.factor=1",
         "offsets.topic.replication.factor=1",
         "offsets.topic.num.partitions=4",
@@ -182,10 +185,25 @@ def new_cluster_id() -> str:
 
 def free_port(host: str = "127.0.0.1") -> int:
     """A TCP port that is free on ``host`` right now (the OS picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port
+    return free_ports(1, host)[0]
+
+
+def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
+    """``count`` distinct TCP ports free on ``host`` right now (held open together while
+    the OS picks them, so they cannot collide with each other).
+
+    >>> a, b, c = free_ports(3)
+    >>> len({a, b, c})
+    3
+    """
+    sockets = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind((host, 0))
+        return [int(sock.getsockname()[1]) for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
 
 
 def _port_free(host: str, port: int) -> bool:

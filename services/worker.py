@@ -8,6 +8,7 @@ from pathlib import Path
 from prometheus_client import start_http_server
 
 from services.config import Settings
+from services.kafka_io import check_topics
 from streams.app import WorkerConfig, create_app
 from streams.rules import load_rules
 
@@ -27,10 +28,11 @@ def worker_config(settings: Settings, rules_path: Path | None = None) -> WorkerC
 
 
 def run_worker(settings: Settings, rules_path: Path | None = None) -> None:
-    """Run until SIGTERM/SIGINT. Rules are validated before anything starts."""
+    """Run until SIGTERM/SIGINT. Rules and topics are checked before anything starts."""
     from faust import Worker
 
     config = worker_config(settings, rules_path)
+    check_topics(settings.bootstrap_servers, settings.topics, ["vitals", "alerts", "deadletter"])
     config.datadir.mkdir(parents=True, exist_ok=True)
     app = create_app(config)
     if settings.metrics_port:

@@ -25,7 +25,7 @@ from services.kafka_local import (
     KafkaProvisioningError,
     LocalKafka,
     LocalKafkaConfig,
-    free_port,
+    free_ports,
     wait_for_broker,
 )
 
@@ -83,13 +83,6 @@ def _docker_kafka(reasons: list[str]) -> Any | None:
     return container
 
 
-def _two_free_ports() -> tuple[int, int]:
-    while True:
-        port, controller_port = free_port(), free_port()
-        if port != controller_port:
-            return port, controller_port
-
-
 @contextmanager
 def session_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SessionBroker]:
     settings = Settings()
@@ -119,7 +112,7 @@ def session_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Session
             container.stop()
         return
 
-    port, controller_port = _two_free_ports()
+    port, controller_port = free_ports(2)
     local = LocalKafka(
         LocalKafkaConfig(
             data_dir=tmp_path_factory.mktemp("kafka"),

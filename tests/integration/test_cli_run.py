@@ -12,7 +12,7 @@ from pathlib import Path
 from kafka import KafkaAdminClient
 
 from services import procs
-from services.kafka_local import free_port
+from services.kafka_local import free_ports
 from tests.conftest import processes_under
 from tests.support.stack import STARTED_PIDS, Stack, unique_prefix
 
@@ -50,11 +50,12 @@ def _children_of(pid: int) -> set[int]:
 
 def test_vigil_run_shows_an_alert_and_ctrl_c_leaves_no_process(tmp_path: Path) -> None:
     """The embedded default: its own fresh broker, worker and simulator; SIGINT stops all."""
+    kafka_port, controller_port, metrics_port = free_ports(3)
     env = {key: value for key, value in os.environ.items() if key != "KAFKA_BOOTSTRAP_SERVERS"} | {
         "VIGIL_DATA_DIR": str(tmp_path),
-        "VIGIL_KAFKA_PORT": str(free_port()),
-        "VIGIL_KAFKA_CONTROLLER_PORT": str(free_port()),
-        "VIGIL_METRICS_PORT": str(free_port()),
+        "VIGIL_KAFKA_PORT": str(kafka_port),
+        "VIGIL_KAFKA_CONTROLLER_PORT": str(controller_port),
+        "VIGIL_METRICS_PORT": str(metrics_port),
         "PYTHONUNBUFFERED": "1",
     }
     out_path = tmp_path / "run.out"
@@ -76,10 +77,29 @@ def test_vigil_run_shows_an_alert_and_ctrl_c_leaves_no_process(tmp_path: Path) -
         children = _children_of(run.pid)
         assert len(children) >= 3, "broker, worker and simulator run as children"
         run.send_signal(signal.SIGINT)
-        assert run.wait(timeout=60) == 0, out_path.read_text()
+        assert run.wait(timeout=120) == 0, out_path.read_text()
     finally:
         if run.poll() is None:
             procs.stop_pid(run.pid, group=False)
     assert "stopped." in out_path.read_text()
     assert [pid for pid in children if procs.pid_alive(pid)] == []
     assert processes_under(tmp_path) == []
+
+
+def test_topic_layout_mismatch_and_missing_topics_are_refused_with_a_clear_error(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    stack = Stack(kafka_bootstrap, tmp_path, unique_prefix("layout"), partitions=2)
+    missing = stack.vigil("worker")
+    assert missing.returncode == 1
+    assert f"{stack.registry.vitals} is missing" in missing.stderr
+    assert "vigil topics create" in missing.stderr
+    no_topic = stack.vigil("simulate", "--beds", "1", "--duration", "5", "--speed", "max")
+    assert no_topic.returncode == 1
+    assert f"{stack.registry.vitals} is missing" in no_topic.stderr
+
+    assert stack.vigil("topics", "create").returncode == 0
+    stack.partitions = 4
+    mismatch = stack.vigil("topics", "create")
+    assert mismatch.returncode == 1
+    assert f"{stack.registry.vitals} has 2 partitions, expected 4" in mismatch.stderr
