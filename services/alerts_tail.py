@@ -60,13 +60,19 @@ def tail_alerts(
     )
     try:
         seen = 0
-        last_event = time.monotonic()
+        last_event: float | None = None  # the timeout counts from the first poll's answer
         while not should_stop():
             if max_events is not None and seen >= max_events:
                 return
-            if timeout_s is not None and time.monotonic() - last_event > timeout_s:
+            if (
+                timeout_s is not None
+                and last_event is not None
+                and time.monotonic() - last_event > timeout_s
+            ):
                 return
             batches = consumer.poll(timeout_ms=200)
+            if last_event is None:
+                last_event = time.monotonic()
             for records in batches.values():
                 for record in records:
                     last_event = time.monotonic()

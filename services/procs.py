@@ -15,18 +15,23 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import IO
 
 _PR_SET_PDEATHSIG = 1
+# Resolved once in the parent: a forked child must not dlopen or allocate before exec.
+_prctl = ctypes.CDLL(None, use_errno=True).prctl if sys.platform.startswith("linux") else None
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child
-    if sys.platform.startswith("linux"):
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-    os.setpgid(0, 0)
+def _die_with_parent_hook(parent_pid: int) -> Callable[[], None]:
+    def hook() -> None:  # pragma: no cover - runs in the child between fork and exec
+        if _prctl is not None:
+            _prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != parent_pid:  # the parent died before prctl took effect
+            os._exit(1)
+
+    return hook
 
 
 def spawn(
@@ -39,15 +44,27 @@ def spawn(
 ) -> subprocess.Popen[bytes]:
     """Start ``argv`` in its own process group; stdout and stderr go to ``log_path``.
 
-    With ``die_with_parent`` the child receives SIGTERM when this process exits,
-    however it exits. A daemon meant to outlive the CLI that started it (``vigil
-    kafka start``) passes ``die_with_parent=False``.
+    With ``die_with_parent`` the child receives SIGTERM when the thread that spawned
+    it exits (on Linux: PR_SET_PDEATHSIG), so spawn from the main or a long-lived
+    thread. A daemon meant to outlive the CLI that started it (``vigil kafka start``)
+    passes ``die_with_parent=False`` and gets a session of its own.
     """
     out: IO[bytes] | int = subprocess.DEVNULL
     if log_path is not None:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         out = log_path.open("ab")
     try:
+        if die_with_parent:
+            return subprocess.Popen(
+                list(argv),
+                env=dict(env) if env is not None else None,
+                cwd=cwd,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                process_group=0,
+                preexec_fn=_die_with_parent_hook(os.getpid()),
+            )
         return subprocess.Popen(
             list(argv),
             env=dict(env) if env is not None else None,
@@ -55,7 +72,7 @@ def spawn(
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,
-            preexec_fn=_die_with_parent if die_with_parent else os.setpgrp,
+            start_new_session=True,
         )
     finally:
         if not isinstance(out, int):
@@ -107,10 +124,15 @@ def stop_pid(pid: int, *, timeout_s: float = 30.0, group: bool = True) -> bool:
 
 
 def stop(proc: subprocess.Popen[bytes], *, timeout_s: float = 30.0) -> int | None:
-    """Stop a child started by :func:`spawn` and reap it; returns its exit code."""
-    if proc.poll() is None:
-        stop_pid(proc.pid, timeout_s=timeout_s)
+    """Stop a child started by :func:`spawn` (SIGTERM to its group, SIGKILL after
+    ``timeout_s``) and reap it; returns its exit code (negative: killed by a signal)."""
+    if proc.poll() is not None:
+        return proc.returncode
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGTERM)
     try:
-        return proc.wait(timeout=5)
-    except subprocess.TimeoutExpired:  # pragma: no cover - SIGKILL was sent
-        return None
+        return proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        return proc.wait(timeout=10)
