@@ -144,6 +144,8 @@ def test_bad_input_is_dead_lettered_with_its_bytes_and_the_worker_keeps_going(
     max_speed_run: tuple[Stack, list[AlertEvent]],
 ) -> None:
     stack, _alerts = max_speed_run
+    consumed_before = stack.metric("vigil_samples_in_total", '{source="vitals"}')
+    assert consumed_before is not None
     garbage = b"\x0bMSH|^~\\&|not json\x1c\r"
     valid_sample = json.loads(
         next(simulate(SimulationConfig(beds=1, start=START + timedelta(hours=1))))[1][
