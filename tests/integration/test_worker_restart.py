@@ -59,8 +59,9 @@ def test_sigkilled_worker_recovers_its_state_and_ends_the_alert_it_started(
         first.wait(timeout=10)
         publish(stack, values[KILL_AFTER_S:], keys[KILL_AFTER_S:])
         stack.start_worker("worker-2", data_dir=tmp_path / "another-host")
-        stack.wait_until_processed("vitals")
-        after = alerts(stack)
+        # Not the group lag: after a SIGKILL, faust 0.15.3's committed offsets can stall
+        # while processing goes on (its acked-offset bookkeeping); see the README.
+        after = stack.wait_for_alert("end")
     finally:
         stack.stop_all()
 

@@ -17,8 +17,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from kafka import KafkaConsumer
+from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 
+from schemas.alerts import AlertEvent
 from schemas.topics import TopicRegistry
 from services import procs
 from services.kafka_io import consumer_group_lag, create_topics
@@ -88,12 +89,16 @@ class Stack:
         for proc in reversed(self.processes):
             procs.stop(proc, timeout_s=30)
 
-    def worker_log(self, name: str = "worker") -> str:
-        path = self.workdir / f"{name}.log"
-        return path.read_text(errors="replace")[-5000:] if path.exists() else "(no log)"
+    def worker_log(self, name: str | None = None) -> str:
+        """The tail of one worker's log, or of every worker's when ``name`` is None."""
+        paths = [self.workdir / f"{name}.log"] if name else sorted(self.workdir.glob("*.log"))
+        tails = [
+            f"--- {p.name}\n{p.read_text(errors='replace')[-4000:]}" for p in paths if p.exists()
+        ]
+        return "\n".join(tails) or "(no log)"
 
     def metric(self, name: str, labels: str = "") -> float | None:
-        """A series' value from the worker's /metrics; None while it is not serving."""
+        """A series' value from the worker's /metrics; None while it is not serving it."""
         url = f"http://127.0.0.1:{self.metrics_port}/metrics"
         try:
             with urllib.request.urlopen(url, timeout=2) as response:
@@ -102,9 +107,7 @@ class Stack:
             return None
         pattern = rf"^{re.escape(name)}{re.escape(labels)} ([0-9.e+]+)$"
         match = re.search(pattern, text, re.MULTILINE)
-        if match is None:
-            raise AssertionError(f"no series {name}{labels} in /metrics:\n{text[-3000:]}")
-        return float(match.group(1))
+        return float(match.group(1)) if match else None
 
     def lag(self, base_topic: str) -> int | None:
         """Unprocessed records of the worker's group on a topic (None before it commits)."""
@@ -115,8 +118,36 @@ class Stack:
             lambda: self.lag(base_topic) == 0,
             timeout_s,
             f"worker to drain {base_topic}",
-            on_timeout=self.worker_log,
+            on_timeout=lambda: f"{self.offsets_report(base_topic)}\n{self.worker_log()}",
         )
+
+    def offsets_report(self, base_topic: str) -> str:
+        """End offsets and the group's committed offsets, for a failure message."""
+        topic = self.registry.name(base_topic)
+        admin = KafkaAdminClient(bootstrap_servers=self.bootstrap)
+        consumer = KafkaConsumer(bootstrap_servers=self.bootstrap)
+        try:
+            ends = consumer.end_offsets([TopicPartition(topic, p) for p in range(self.partitions)])
+            committed = admin.list_group_offsets(self.app_id).get(self.app_id, {})
+        finally:
+            consumer.close()
+            admin.close()
+        return "; ".join(
+            f"{tp.topic}[{tp.partition}] end {end} committed "
+            f"{committed[tp].offset if tp in committed else None}"
+            for tp, end in sorted(ends.items())
+        )
+
+    def wait_for_alert(self, phase: str, timeout_s: float = 120) -> list[AlertEvent]:
+        """Alert events read until one with ``phase`` has arrived."""
+        found: list[AlertEvent] = []
+
+        def arrived() -> bool:
+            found[:] = [AlertEvent.model_validate_json(v) for v in self.read_all("alerts", 1)]
+            return any(a.phase == phase for a in found)
+
+        wait_for(arrived, timeout_s, f"an alert {phase} event", on_timeout=self.worker_log)
+        return found
 
     def read_all(self, base_topic: str, idle_s: float = 3.0, timeout_s: float = 60) -> list[bytes]:
         """Every record value on a topic, read until nothing new arrives for ``idle_s``."""
