@@ -17,7 +17,7 @@ import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 _PR_SET_PDEATHSIG = 1
 # Resolved once in the parent: a forked child must not dlopen or allocate before exec.
@@ -53,18 +53,12 @@ def spawn(
     if log_path is not None:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         out = log_path.open("ab")
+    detach: dict[str, Any] = (
+        {"process_group": 0, "preexec_fn": _die_with_parent_hook(os.getpid())}
+        if die_with_parent
+        else {"start_new_session": True}
+    )
     try:
-        if die_with_parent:
-            return subprocess.Popen(
-                list(argv),
-                env=dict(env) if env is not None else None,
-                cwd=cwd,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                process_group=0,
-                preexec_fn=_die_with_parent_hook(os.getpid()),
-            )
         return subprocess.Popen(
             list(argv),
             env=dict(env) if env is not None else None,
@@ -72,7 +66,7 @@ def spawn(
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,
-            start_new_session=True,
+            **detach,
         )
     finally:
         if not isinstance(out, int):
