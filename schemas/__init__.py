@@ -5,6 +5,7 @@ centre, a test, a notebook) can depend on it alone.
 """
 
 from schemas.alerts import AlertAck, AlertEvent, AlertPhase, AlertPriority
+from schemas.annotations import GroundTruth
 from schemas.codes import CodeSystem, Quantity
 from schemas.common import Contract, SourceInfo
 from schemas.context import ContextEvent, PatientContext
@@ -30,6 +31,7 @@ __all__ = [
     "CrrtStatus",
     "DeadLetter",
     "FeatureSnapshot",
+    "GroundTruth",
     "LabResults",
     "Measurement",
     "NirsSample",

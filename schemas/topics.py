@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pydantic import BaseModel
 
 from schemas.alerts import AlertAck, AlertEvent
+from schemas.annotations import GroundTruth
 from schemas.context import ContextEvent
 from schemas.deadletter import DeadLetter
 from schemas.derived import FeatureSnapshot, RiskScore
@@ -47,6 +48,7 @@ TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec("risk", "patient id", RiskScore, "Risk scores", 7 * _DAY_MS),
     TopicSpec("alerts", "patient id", AlertEvent, "Alert events", 30 * _DAY_MS),
     TopicSpec("alerts.ack", "patient id", AlertAck, "Acknowledgements (audited)", -1),
+    TopicSpec("groundtruth", "patient id", GroundTruth, "Scenario annotations for scoring", -1),
     TopicSpec(
         "deadletter", "source", DeadLetter, "Refused input, never dropped", -1, co_partitioned=False
     ),

@@ -17,6 +17,7 @@ from schemas.alerts import AlertAck, AlertEvent, AlertPhase, AlertPriority
 from schemas.codes import QUANTITIES, Category, CodeSystem, Quantity, lookup
 from schemas.common import SourceInfo
 from schemas.context import ContextEvent
+from schemas.annotations import GroundTruth
 from schemas.deadletter import DeadLetter
 from schemas.derived import (
     Contribution,
@@ -203,6 +204,15 @@ def example_messages() -> dict[str, BaseModel]:
             at=T0 + timedelta(minutes=1),
             silence_until=T0 + timedelta(minutes=3),
             comment="norepinephrine titrated up",
+        ),
+        "groundtruth": GroundTruth(
+            run_id="sim-7",
+            patient_id=PATIENT,
+            bed="ICU1-07",
+            scenario="septic_shock",
+            onset=T0,
+            end=T0 + timedelta(hours=2),
+            organs=("cardiovascular", "renal"),
         ),
         "deadletter": DeadLetter(
             source="hl7",
@@ -600,7 +610,7 @@ def test_export_writes_exactly_one_file_per_topic(
     exported: dict[str, dict[str, Any]], tmp_path: Path
 ) -> None:
     assert sorted(exported) == sorted(spec.base_name for spec in TOPICS)
-    assert len(exported) == len(TOPICS) == 10
+    assert len(exported) == len(TOPICS) == 11
     paths = export_json_schemas(tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in paths)
 
@@ -676,3 +686,8 @@ def test_raw_topics_share_the_partition_count() -> None:
     assert all(registry.spec(t).key == "patient id" for t in raw)
     # Derived topics are keyed by patient too and so co-partitioned with the raw ones.
     assert {registry.partitions_of(t) for t in ("features", "risk", "alerts")} == {12}
+
+
+def test_ground_truth_refuses_an_end_before_its_onset() -> None:
+    with pytest.raises(ValidationError, match="end before onset"):
+        GroundTruth(run_id="r", patient_id=PATIENT, scenario="x", onset=T0, end=T0 - timedelta(1))
