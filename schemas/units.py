@@ -13,7 +13,7 @@ codes are partition 4: 4 * 65536 + the NOM_DIM term code (e.g. 262144 + 3872 = m
 37.0
 >>> to_canonical(Quantity.ABP_MEAN, 8.0, "kPa")
 60.005
->>> to_canonical(Quantity.CREATININE, 176.8, "umol/L")
+>>> to_canonical(Quantity.CREATININE, 176.84, "umol/L")
 2.0
 >>> to_canonical(Quantity.HEART_RATE, 60, "264864")
 60.0
