@@ -88,6 +88,27 @@ class Quantity(StrEnum):
     PLATELETS = "platelets"
     PAO2 = "pao2"
     FIO2 = "fio2"
+    PACO2 = "paco2"
+    PH = "ph"
+    BICARBONATE = "bicarbonate"
+    BASE_EXCESS = "base_excess"
+    UREA_NITROGEN = "urea_nitrogen"
+    BILIRUBIN_DIRECT = "bilirubin_direct"
+    AST = "ast"
+    ALKALINE_PHOSPHATASE = "alkaline_phosphatase"
+    CALCIUM = "calcium"
+    CHLORIDE = "chloride"
+    GLUCOSE = "glucose"
+    MAGNESIUM = "magnesium"
+    PHOSPHATE = "phosphate"
+    POTASSIUM = "potassium"
+    TROPONIN_I = "troponin_i"
+    HEMATOCRIT = "hematocrit"
+    HEMOGLOBIN = "hemoglobin"
+    PTT = "ptt"
+    WBC = "wbc"
+    FIBRINOGEN = "fibrinogen"
+    NSE = "nse"
 
 
 @dataclass(frozen=True)
@@ -224,6 +245,29 @@ _TABLE = (
     _q(Quantity.PLATELETS, _L, "10*3/uL", loinc=("777-3",)),
     _q(Quantity.PAO2, _L, _MMHG, loinc=("2703-7",)),
     _q(Quantity.FIO2, _L, _PCT, loinc=("3150-0", "19996-8")),
+    # The rest of the PhysioNet 2019 laboratory columns (risk-model inputs, issue 5).
+    _q(Quantity.PACO2, _L, _MMHG, loinc=("2019-8",)),
+    _q(Quantity.PH, _L, "[pH]", loinc=("2744-1", "11558-4")),
+    _q(Quantity.BICARBONATE, _L, "mmol/L", loinc=("1963-8", "1959-6")),
+    _q(Quantity.BASE_EXCESS, _L, "mmol/L", loinc=("11555-0",)),
+    _q(Quantity.UREA_NITROGEN, _L, "mg/dL", loinc=("3094-0",)),
+    _q(Quantity.BILIRUBIN_DIRECT, _L, "mg/dL", loinc=("1968-7",)),
+    _q(Quantity.AST, _L, "U/L", loinc=("1920-8",)),
+    _q(Quantity.ALKALINE_PHOSPHATASE, _L, "U/L", loinc=("6768-6",)),
+    _q(Quantity.CALCIUM, _L, "mg/dL", loinc=("17861-6",)),
+    _q(Quantity.CHLORIDE, _L, "mmol/L", loinc=("2075-0",)),
+    _q(Quantity.GLUCOSE, _L, "mg/dL", loinc=("2345-7",)),
+    _q(Quantity.MAGNESIUM, _L, "mg/dL", loinc=("19123-9",)),
+    _q(Quantity.PHOSPHATE, _L, "mg/dL", loinc=("2777-1",)),
+    _q(Quantity.POTASSIUM, _L, "mmol/L", loinc=("2823-3",)),
+    _q(Quantity.TROPONIN_I, _L, "ng/mL", loinc=("10839-9",)),
+    _q(Quantity.HEMATOCRIT, _L, _PCT, loinc=("4544-3",)),
+    _q(Quantity.HEMOGLOBIN, _L, "g/dL", loinc=("718-7",)),
+    _q(Quantity.PTT, _L, "s", loinc=("3173-2",)),
+    _q(Quantity.WBC, _L, "10*3/uL", loinc=("6690-2",)),
+    _q(Quantity.FIBRINOGEN, _L, "mg/dL", loinc=("3255-7",)),
+    # Neuron-specific enolase (brain injury marker after cardiac arrest)
+    _q(Quantity.NSE, _L, "ng/mL", loinc=("15060-4",)),
 )
 
 QUANTITIES: Mapping[Quantity, QuantityInfo] = MappingProxyType({i.quantity: i for i in _TABLE})

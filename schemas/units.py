@@ -145,6 +145,20 @@ _ALIASES: Mapping[str, str] = MappingProxyType(
         "10*9/L": "10*3/uL",
         "10^9/L": "10*3/uL",
         "G/L": "10*3/uL",
+        "g/L": "g/L",
+        "g/dL": "g/dL",
+        "g/dl": "g/dL",
+        "[pH]": "[pH]",
+        "pH": "[pH]",
+        "U/L": "U/L",
+        "IU/L": "U/L",
+        "ng/mL": "ng/mL",
+        "ng/ml": "ng/mL",
+        "ug/L": "ng/mL",
+        "s": "s",
+        "sec": "s",
+        "mEq/L": "mEq/L",
+        "meq/L": "mEq/L",
     }
 )
 
@@ -169,6 +183,21 @@ _BY_QUANTITY: Mapping[tuple[Quantity, str], Callable[[float], float]] = MappingP
         (Quantity.CREATININE, "umol/L"): lambda v: v / 88.42,
         (Quantity.BILIRUBIN_TOTAL, "umol/L"): lambda v: v / 17.1,
         (Quantity.LACTATE, "mg/dL"): lambda v: v / 9.008,
+        (Quantity.UREA_NITROGEN, "mmol/L"): lambda v: v * 2.801,  # urea N 28.01 g/mol
+        (Quantity.GLUCOSE, "mmol/L"): lambda v: v * 18.016,  # glucose 180.16 g/mol
+        (Quantity.CALCIUM, "mmol/L"): lambda v: v * 4.008,  # calcium 40.08 g/mol
+        (Quantity.MAGNESIUM, "mmol/L"): lambda v: v * 2.431,  # magnesium 24.31 g/mol
+        (Quantity.PHOSPHATE, "mmol/L"): lambda v: v * 3.097,  # phosphorus 30.97 g/mol
+        # monovalent ions: 1 mEq/L = 1 mmol/L; divalent Ca and Mg: 1 mEq/L = 0.5 mmol/L
+        (Quantity.POTASSIUM, "mEq/L"): lambda v: v,
+        (Quantity.CHLORIDE, "mEq/L"): lambda v: v,
+        (Quantity.BICARBONATE, "mEq/L"): lambda v: v,
+        (Quantity.CALCIUM, "mEq/L"): lambda v: v * 0.5 * 4.008,
+        (Quantity.MAGNESIUM, "mEq/L"): lambda v: v * 0.5 * 2.431,
+        (Quantity.BILIRUBIN_DIRECT, "umol/L"): lambda v: v / 17.1,
+        (Quantity.HEMOGLOBIN, "g/L"): lambda v: v / 10.0,
+        (Quantity.PACO2, "kPa"): lambda v: v * _MMHG_PER_KPA,
+        (Quantity.PAO2, "kPa"): lambda v: v * _MMHG_PER_KPA,
     }
 )
 
@@ -248,6 +277,27 @@ PLAUSIBLE: Mapping[Quantity, PlausibleRange] = MappingProxyType(
         Quantity.PLATELETS: PlausibleRange(0, 3000),
         Quantity.PAO2: PlausibleRange(10, 800),
         Quantity.FIO2: PlausibleRange(21, 100),
+        Quantity.PACO2: PlausibleRange(5, 200),
+        Quantity.PH: PlausibleRange(6.5, 8.0),
+        Quantity.BICARBONATE: PlausibleRange(1, 70),
+        Quantity.BASE_EXCESS: PlausibleRange(-40, 40),
+        Quantity.UREA_NITROGEN: PlausibleRange(0, 300),
+        Quantity.BILIRUBIN_DIRECT: PlausibleRange(0, 60),
+        Quantity.AST: PlausibleRange(0, 30000),
+        Quantity.ALKALINE_PHOSPHATASE: PlausibleRange(0, 10000),
+        Quantity.CALCIUM: PlausibleRange(1, 25),
+        Quantity.CHLORIDE: PlausibleRange(50, 160),
+        Quantity.GLUCOSE: PlausibleRange(5, 2500),
+        Quantity.MAGNESIUM: PlausibleRange(0.2, 15),
+        Quantity.PHOSPHATE: PlausibleRange(0.1, 25),
+        Quantity.POTASSIUM: PlausibleRange(0.5, 12),
+        Quantity.TROPONIN_I: PlausibleRange(0, 1000),
+        Quantity.HEMATOCRIT: PlausibleRange(5, 80),
+        Quantity.HEMOGLOBIN: PlausibleRange(1, 25),
+        Quantity.PTT: PlausibleRange(5, 250),
+        Quantity.WBC: PlausibleRange(0, 500),
+        Quantity.FIBRINOGEN: PlausibleRange(10, 2000),
+        Quantity.NSE: PlausibleRange(0, 1000),
     }
 )
 
