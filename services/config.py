@@ -6,10 +6,12 @@ without it, commands use the project's local broker on ``VIGIL_KAFKA_PORT``.
 
 from __future__ import annotations
 
+from datetime import tzinfo
 from functools import cached_property
 from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from schemas.topics import TopicRegistry
@@ -49,6 +51,36 @@ class Settings(BaseSettings):
     metrics_port: int = Field(default=9108, ge=0, le=65535, description="0 disables /metrics")
     metrics_host: str = Field(default="127.0.0.1", description="0.0.0.0 in containers")
     log_level: str = "INFO"
+
+    site_timezone: str = Field(
+        default="UTC",
+        description="IANA zone of device clocks that send times without a UTC offset",
+    )
+    ingest_host: str = Field(default="127.0.0.1", description="0.0.0.0 to accept other hosts")
+    hl7_port: int = Field(default=2575, ge=0, le=65535, description="MLLP listener (HL7 v2)")
+    nirs_port: int = Field(default=2580, ge=0, le=65535)
+    crrt_port: int = Field(default=2581, ge=0, le=65535)
+    context_port: int = Field(default=2582, ge=0, le=65535)
+    ingest_max_message_bytes: int = Field(default=1024 * 1024, ge=1024)
+    ingest_idle_timeout_s: float = Field(default=300.0, gt=0)
+    ingest_max_connections: int = Field(default=256, ge=1)
+    ingest_publish_timeout_s: float = Field(
+        default=15.0, gt=0, description="Longest wait for Kafka's ack before a negative ack"
+    )
+
+    @field_validator("site_timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {value!r}") from exc
+        return value
+
+    @property
+    def site_tz(self) -> tzinfo:
+        """The site's zone for timestamps without an offset."""
+        return ZoneInfo(self.site_timezone)
 
     @property
     def bootstrap_servers(self) -> str:

@@ -1,0 +1,76 @@
+"""Running listeners in one process: topics checked, producer started, servers up, clean stop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from services.config import Settings
+from services.ingest.gateway import KafkaGateway
+from services.ingest.server import Codec, Listener, ListenerLimits
+from services.kafka_io import check_topics
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ListenerSpec:
+    codec: Codec
+    port: int  # 0 = any free port (printed when ready)
+    topics: tuple[str, ...]  # base names it writes to (checked before accepting anything)
+
+
+def limits_of(settings: Settings) -> ListenerLimits:
+    return ListenerLimits(
+        max_frame_bytes=settings.ingest_max_message_bytes,
+        idle_timeout_s=settings.ingest_idle_timeout_s,
+        max_connections=settings.ingest_max_connections,
+    )
+
+
+async def serve_listeners(
+    settings: Settings,
+    specs: Sequence[ListenerSpec],
+    *,
+    on_ready: Callable[[str, str, int], None],
+    stop: asyncio.Event | None = None,
+) -> None:
+    """Serve until ``stop`` is set (or SIGINT/SIGTERM); ``on_ready(adapter, host, port)``.
+
+    Refuses to start (raises ``TopicLayoutError``) unless every topic a listener writes
+    exists as the registry says, so nothing is ever acknowledged into a missing topic.
+    """
+    wanted = sorted({t for spec in specs for t in spec.topics} | {"deadletter"})
+    await asyncio.to_thread(check_topics, settings.bootstrap_servers, settings.topics, wanted)
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    gateway = KafkaGateway(
+        settings.bootstrap_servers,
+        settings.topics,
+        client_id="vigil-ingest-" + "-".join(s.codec.adapter for s in specs),
+        publish_timeout_s=settings.ingest_publish_timeout_s,
+    )
+    await gateway.start()
+    servers: list[asyncio.Server] = []
+    try:
+        for spec in specs:
+            listener = Listener(spec.codec, gateway, limits_of(settings))
+            server = await listener.serve(settings.ingest_host, spec.port)
+            servers.append(server)
+            port = server.sockets[0].getsockname()[1]
+            on_ready(spec.codec.adapter, settings.ingest_host, port)
+        await stop.wait()
+        log.info("stopping listeners")
+    finally:
+        for server in servers:
+            server.close()
+        for server in servers:
+            await server.wait_closed()
+        await gateway.stop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)

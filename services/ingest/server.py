@@ -1,0 +1,291 @@
+"""The asyncio TCP shell shared by every ingestion listener (HL7/MLLP, NIRS, CRRT, context).
+
+Per connection: bytes are cut into frames by the codec's decoder, each frame is
+interpreted by the codec's pure core, and then, strictly in order:
+
+1. refused input -> a dead letter with the original bytes (acknowledged by Kafka),
+   then the codec's negative reply (HL7 AE/AR, ``ERR`` line);
+2. a frame already saved (same de-duplication key) -> the positive reply, no
+   second publication;
+3. otherwise the records are published and the positive reply is sent only after
+   Kafka acknowledged them; if Kafka does not, the codec's "unavailable" reply
+   (a negative ack asking for a resend) goes out, never a positive one.
+
+If even the dead letter cannot be written, the connection is closed without a
+reply, so the sender keeps its message and resends it later. Each connection is
+its own task with an idle timeout and bounded frames, and the number of
+connections is capped, so a slow or malicious peer never stalls the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Protocol
+
+from prometheus_client import Counter, Gauge, Histogram
+
+from schemas.deadletter import DeadLetter
+from services.ingest import InputRefusedError, Outbound
+from services.ingest.gateway import KafkaGateway, RecentKeys, StorageUnavailableError
+from streams.metrics import DEAD_LETTERS
+
+log = logging.getLogger(__name__)
+
+INGEST_MESSAGES = Counter(
+    "vigil_ingest_messages_total",
+    "Messages (HL7 messages, lines) received, by adapter and outcome",
+    ["adapter", "outcome"],  # accepted, duplicate, refused, unavailable
+)
+INGEST_RECORDS = Counter(
+    "vigil_ingest_records_total", "Records published by ingestion", ["adapter", "topic"]
+)
+INGEST_ACK_LATENCY = Histogram(
+    "vigil_ingest_ack_latency_seconds",
+    "Wall time from a complete frame to its reply (incl. Kafka's acknowledgement)",
+    ["adapter"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 15.0),
+)
+INGEST_CONNECTIONS = Gauge("vigil_ingest_connections", "Open sender connections", ["adapter"])
+INGEST_CONNECTIONS_REFUSED = Counter(
+    "vigil_ingest_connections_refused_total", "Connections closed at once: too many", ["adapter"]
+)
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One complete unit from the byte stream (an HL7 message, a line)."""
+
+    payload: bytes
+    seq: int = 0  # 1-based position on its connection (line protocols reply with it)
+
+
+@dataclass(frozen=True)
+class FramingFault:
+    """Bytes that could not form a frame (too large, outside any frame): kept, refused."""
+
+    error: InputRefusedError
+    original: bytes  # what was kept of them (an oversize frame keeps its beginning)
+    reply_expected: bool  # whether the sender is waiting for a reply to these bytes
+    seq: int = 0
+
+
+class Decoder(Protocol):
+    def feed(self, data: bytes) -> list[Frame | FramingFault]:
+        """Frames (and faults) completed by ``data``, in stream order."""
+        ...
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """A frame that became records; ``reply`` is sent once Kafka acknowledged them."""
+
+    records: tuple[Outbound, ...]
+    reply: bytes
+    dedupe_key: str | None
+    unavailable_reply: bytes  # sent instead if Kafka does not acknowledge
+
+
+@dataclass(frozen=True)
+class Refused:
+    """A frame that cannot become records: dead-lettered, then ``reply`` (negative)."""
+
+    error: InputRefusedError
+    reply: bytes | None
+
+
+class Codec(Protocol):
+    """The protocol-specific, pure part of a listener."""
+
+    adapter: str  # "hl7", "nirs", "crrt", "context": dead-letter source and metrics label
+
+    def decoder(self, max_frame_bytes: int) -> Decoder: ...
+
+    def interpret(self, frame: Frame, received_at: datetime) -> Accepted | Refused: ...
+
+    def refuse_fault(self, fault: FramingFault, received_at: datetime) -> bytes | None:
+        """The negative reply for a framing fault (None: nobody waits for one)."""
+        ...
+
+
+@dataclass(frozen=True)
+class ListenerLimits:
+    max_frame_bytes: int = 1024 * 1024
+    idle_timeout_s: float = 300.0
+    max_connections: int = 256
+
+
+@dataclass
+class Listener:
+    """One TCP listener: a codec, a gateway and limits."""
+
+    codec: Codec
+    gateway: KafkaGateway
+    limits: ListenerLimits = field(default_factory=ListenerLimits)
+    recent: RecentKeys = field(default_factory=RecentKeys)
+    clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+    _connections: int = 0
+
+    async def serve(self, host: str, port: int) -> asyncio.Server:
+        """Start accepting connections; the caller owns the returned server."""
+        return await asyncio.start_server(
+            self._connection, host, port, limit=self.limits.max_frame_bytes
+        )
+
+    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        adapter = self.codec.adapter
+        peer = writer.get_extra_info("peername")
+        if self._connections >= self.limits.max_connections:
+            INGEST_CONNECTIONS_REFUSED.labels(adapter).inc()
+            log.warning("%s: refusing %s, %d connections open", adapter, peer, self._connections)
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+            return
+        self._connections += 1
+        INGEST_CONNECTIONS.labels(adapter).inc()
+        try:
+            await self._converse(reader, writer, peer)
+        except (ConnectionError, TimeoutError) as exc:
+            log.info("%s: connection %s ended: %s", adapter, peer, exc or type(exc).__name__)
+        finally:
+            self._connections -= 1
+            INGEST_CONNECTIONS.labels(adapter).dec()
+            writer.close()
+            with contextlib.suppress(OSError, TimeoutError):
+                await asyncio.wait_for(writer.wait_closed(), 1.0)
+
+    async def _converse(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: object
+    ) -> None:
+        decoder = self.codec.decoder(self.limits.max_frame_bytes)
+        while True:
+            try:
+                data = await asyncio.wait_for(reader.read(64 * 1024), self.limits.idle_timeout_s)
+            except TimeoutError:
+                log.info("%s: closing idle connection %s", self.codec.adapter, peer)
+                return
+            if not data:
+                return
+            for unit in decoder.feed(data):
+                started = time.perf_counter()
+                reply = await self._handle(unit)
+                if reply is _CLOSE:
+                    log.error("%s: dead letter not saved; closing %s", self.codec.adapter, peer)
+                    return
+                if reply:
+                    writer.write(reply)
+                    await asyncio.wait_for(writer.drain(), self.limits.idle_timeout_s)
+                INGEST_ACK_LATENCY.labels(self.codec.adapter).observe(time.perf_counter() - started)
+
+    async def _handle(self, unit: Frame | FramingFault) -> bytes | None:
+        adapter = self.codec.adapter
+        received_at = self.clock()
+        if isinstance(unit, FramingFault):
+            saved = await self._dead_letter(unit.original, unit.error, received_at)
+            INGEST_MESSAGES.labels(adapter, "refused").inc()
+            if not saved:
+                return _CLOSE
+            return self.codec.refuse_fault(unit, received_at) if unit.reply_expected else None
+        outcome = self.codec.interpret(unit, received_at)
+        if isinstance(outcome, Refused):
+            INGEST_MESSAGES.labels(adapter, "refused").inc()
+            if not await self._dead_letter(unit.payload, outcome.error, received_at):
+                return _CLOSE
+            return outcome.reply
+        if outcome.dedupe_key is not None and outcome.dedupe_key in self.recent:
+            INGEST_MESSAGES.labels(adapter, "duplicate").inc()
+            return outcome.reply
+        try:
+            await self.gateway.publish(outcome.records)
+        except StorageUnavailableError as exc:
+            INGEST_MESSAGES.labels(adapter, "unavailable").inc()
+            log.error("%s: %s; refusing the message (the sender keeps it)", adapter, exc)
+            return outcome.unavailable_reply
+        if outcome.dedupe_key is not None:
+            self.recent.add(outcome.dedupe_key)
+        INGEST_MESSAGES.labels(adapter, "accepted").inc()
+        for record in outcome.records:
+            INGEST_RECORDS.labels(adapter, record.topic).inc()
+        return outcome.reply
+
+    async def _dead_letter(
+        self, original: bytes, error: InputRefusedError, received_at: datetime
+    ) -> bool:
+        letter = DeadLetter.of(
+            original,
+            source=self.codec.adapter,
+            reason=error.reason,
+            detail=str(error),
+            received_at=received_at,
+        )
+        try:
+            await self.gateway.dead_letter(letter)
+        except StorageUnavailableError as exc:
+            log.error("%s: dead letter (%s) not saved: %s", self.codec.adapter, error.reason, exc)
+            return False
+        DEAD_LETTERS.labels(self.codec.adapter, error.reason).inc()
+        log.warning("%s: refused (%s): %s", self.codec.adapter, error.reason, error)
+        return True
+
+
+_CLOSE = b"\x00close"  # sentinel: close the connection without a reply
+
+
+class LineDecoder:
+    r"""Lines ending in LF (CRLF accepted); blank lines are skipped (keep-alives); a line
+    longer than the limit is a fault. ``seq`` numbers the non-blank lines from 1.
+
+    >>> d = LineDecoder(max_line_bytes=8)
+    >>> [(u.seq, u.payload) for u in d.feed(b"ab\r\n\ncd\nef") if isinstance(u, Frame)]
+    [(1, b'ab'), (2, b'cd')]
+    >>> [u.payload for u in d.feed(b"g\n") if isinstance(u, Frame)]
+    [b'efg']
+    >>> fault = d.feed(b"0123456789\nok\n")[0]
+    >>> fault.error.reason, fault.original, d.feed(b"")
+    ('too_large', b'01234567', [])
+    """
+
+    def __init__(self, max_line_bytes: int) -> None:
+        self._max = max_line_bytes
+        self._buffer = bytearray()
+        self._discarding: bytearray | None = None  # beginning of an oversize line, kept
+        self._seq = 0
+
+    def feed(self, data: bytes) -> list[Frame | FramingFault]:
+        units: list[Frame | FramingFault] = []
+        self._buffer += data
+        while True:
+            end = self._buffer.find(b"\n")
+            if self._discarding is not None:
+                if end < 0:
+                    self._buffer.clear()
+                    return units
+                del self._buffer[: end + 1]
+                units.append(self._fault(bytes(self._discarding)))
+                self._discarding = None
+                continue
+            if end < 0:
+                if len(self._buffer) > self._max:
+                    self._discarding = bytearray(self._buffer[: self._max])
+                    self._buffer.clear()
+                return units
+            line = bytes(self._buffer[:end]).rstrip(b"\r")
+            del self._buffer[: end + 1]
+            if not line.strip():
+                continue
+            if len(line) > self._max:
+                units.append(self._fault(line[: self._max]))
+            else:
+                self._seq += 1
+                units.append(Frame(line, self._seq))
+
+    def _fault(self, beginning: bytes) -> FramingFault:
+        self._seq += 1
+        error = InputRefusedError("too_large", f"line longer than {self._max} bytes")
+        return FramingFault(error, beginning, reply_expected=True, seq=self._seq)
