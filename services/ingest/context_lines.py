@@ -104,10 +104,8 @@ def parse_context_line(
         kind = obj.get("kind")
         model = EVENT_TYPES.get(kind) if isinstance(kind, str) else None
         if model is None:
-            raise refuse(
-                "invalid_message",
-                f"kind {str(kind)[:30]!r} is not one of " + ", ".join(EVENT_TYPES),
-            )
+            what = "kind is missing" if kind is None else f"kind {str(kind)[:30]!r} is unknown"
+            raise refuse("invalid_message", f"{what}: one of " + ", ".join(EVENT_TYPES))
         unknown = [k for k in obj if k not in model.model_fields and k not in EXTRA_KEYS]
         if unknown:
             raise refuse(
