@@ -1,0 +1,257 @@
+"""PhysioNet/CinC Challenge 2019 (sepsis) set A: hourly rows to vitals, labs and context.
+
+Source: physionet.org/content/challenge-2019/1.0.0, training set A; one pipe-separated
+``pNNNNNN.psv`` per ICU stay, one row per ICU hour, ``NaN`` = not measured in that hour
+(no measurement is sent for it).
+
+Column meanings (challenge description, Reyna et al., Crit Care Med 2020):
+
+- ``ICULOS`` is the ICU length of stay in hours: the row with ``ICULOS = k`` summarises
+  hour ``(k-1, k]`` after ICU admission. Its event time is the *end* of that hour,
+  ``anchor + k h``: a value aggregated over an hour is only known when the hour is over,
+  so the replay never shows the monitor data before it could exist. The anchor is the
+  ICU admission (``ICULOS = 0``) and carries the Admission event.
+- ``SBP``/``MAP``/``DBP`` do not say whether they come from an arterial line or a cuff,
+  so they get the method-less LOINC codes 8480-6/8478-0/8462-4, which Vigil's code table
+  maps to ``nbp_*``; an arterial quantity would claim more than the data says.
+- ``FiO2`` is a fraction (0.21-1.0): sent with unit ``1`` and converted to %.
+- ``Lactate`` is documented as mg/dL but its values (median about 1.8) are mmol/L, and
+  ``Magnesium`` is documented as mmol/dL but its values (about 2) are mg/dL: the replay
+  uses the units the values are in.
+- ``SaO2`` (arterial blood-gas saturation, LOINC 2708-6) has no quantity of its own: Vigil's
+  table files 2708-6 under ``spo2`` (a vitals quantity), so SaO2 is kept on the labs topic
+  as a flagged unknown measurement rather than turned into a bedside SpO2.
+- ``Gender`` 0 = female, 1 = male; ``Unit1``/``Unit2`` = 1 for MICU/SICU;
+  ``HospAdmTime`` (hours from hospital to ICU admission) is not replayed.
+- ``SepsisLabel`` (1 from 6 h before clinical onset) becomes an OutcomeLabel every hour.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+import tarfile
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from types import MappingProxyType
+
+from schemas.codes import CodeSystem, Quantity
+from schemas.common import SourceInfo
+from schemas.context import Admission, OutcomeLabel
+from schemas.observations import LabResults, Measurement, VitalSigns
+from services.ingest import Outbound
+from services.replay.common import Skips, context, measure, observation
+
+ADAPTER = "replay"
+DEVICE = "physionet2019"
+
+# column -> (quantity, unit as the data gives it); vitals first, then laboratory columns.
+VITAL_COLUMNS: Mapping[str, tuple[Quantity, str]] = MappingProxyType(
+    {
+        "HR": (Quantity.HEART_RATE, "/min"),
+        "O2Sat": (Quantity.SPO2, "%"),
+        "Temp": (Quantity.TEMPERATURE, "Cel"),
+        "SBP": (Quantity.NBP_SYS, "mm[Hg]"),
+        "MAP": (Quantity.NBP_MEAN, "mm[Hg]"),
+        "DBP": (Quantity.NBP_DIA, "mm[Hg]"),
+        "Resp": (Quantity.RESP_RATE, "/min"),
+        "EtCO2": (Quantity.ETCO2, "mm[Hg]"),
+    }
+)
+LAB_COLUMNS: Mapping[str, tuple[Quantity, str]] = MappingProxyType(
+    {
+        "BaseExcess": (Quantity.BASE_EXCESS, "mmol/L"),
+        "HCO3": (Quantity.BICARBONATE, "mmol/L"),
+        "FiO2": (Quantity.FIO2, "1"),
+        "pH": (Quantity.PH, "[pH]"),
+        "PaCO2": (Quantity.PACO2, "mm[Hg]"),
+        "AST": (Quantity.AST, "U/L"),
+        "BUN": (Quantity.UREA_NITROGEN, "mg/dL"),
+        "Alkalinephos": (Quantity.ALKALINE_PHOSPHATASE, "U/L"),
+        "Calcium": (Quantity.CALCIUM, "mg/dL"),
+        "Chloride": (Quantity.CHLORIDE, "mmol/L"),
+        "Creatinine": (Quantity.CREATININE, "mg/dL"),
+        "Bilirubin_direct": (Quantity.BILIRUBIN_DIRECT, "mg/dL"),
+        "Glucose": (Quantity.GLUCOSE, "mg/dL"),
+        "Lactate": (Quantity.LACTATE, "mmol/L"),
+        "Magnesium": (Quantity.MAGNESIUM, "mg/dL"),
+        "Phosphate": (Quantity.PHOSPHATE, "mg/dL"),
+        "Potassium": (Quantity.POTASSIUM, "mmol/L"),
+        "Bilirubin_total": (Quantity.BILIRUBIN_TOTAL, "mg/dL"),
+        "TroponinI": (Quantity.TROPONIN_I, "ng/mL"),
+        "Hct": (Quantity.HEMATOCRIT, "%"),
+        "Hgb": (Quantity.HEMOGLOBIN, "g/dL"),
+        "PTT": (Quantity.PTT, "s"),
+        "WBC": (Quantity.WBC, "10*3/uL"),
+        "Fibrinogen": (Quantity.FIBRINOGEN, "mg/dL"),
+        "Platelets": (Quantity.PLATELETS, "10*3/uL"),
+    }
+)
+SAO2_LOINC = "2708-6"
+
+
+@dataclass(frozen=True)
+class PatientFile:
+    """One patient's ``.psv`` text, read whole (a few kB) so the archive is read once."""
+
+    patient_id: str  # file stem, e.g. p000001
+    text: bytes
+
+
+def patient_files(
+    path: Path, *, limit: int | None = None, only: frozenset[str] | None = None
+) -> list[PatientFile]:
+    """The selected patients of a folder of ``.psv`` files or a ``.tar.gz``, sorted by id.
+
+    The archive is streamed once (``r|gz``, nothing extracted to disk); only selected members
+    are kept: those in ``only`` and, with ``limit``, the ``limit`` smallest ids.
+    """
+    chosen: dict[str, bytes] = {}
+    smallest: list[str] = []  # sorted ids kept so far, when ``limit`` is set
+
+    def offer(pid: str, read: Callable[[], bytes]) -> None:
+        if only is not None and pid not in only:
+            return
+        if limit is not None:
+            if len(smallest) >= limit and pid >= smallest[-1]:
+                return
+            bisect.insort(smallest, pid)
+            if len(smallest) > limit:
+                del chosen[smallest.pop()]
+        chosen[pid] = read()
+
+    if path.is_dir():
+        for file in sorted(path.glob("*.psv")):
+            offer(file.stem, file.read_bytes)
+    else:
+        with tarfile.open(path, "r|gz") as archive:
+            for member in archive:
+                name = Path(member.name)
+                if not member.isfile() or name.suffix != ".psv":
+                    continue
+                handle = archive.extractfile(member)
+                if handle is not None:
+                    offer(name.stem, handle.read)
+    return [PatientFile(pid, chosen[pid]) for pid in sorted(chosen)]
+
+
+def read_patient(
+    file: PatientFile, anchor: datetime, skips: Skips | None = None
+) -> Iterator[Outbound]:
+    """One patient's records in event-time order: Admission at the anchor, then per hour
+    vitals, labs and the sepsis label (see the module docstring for the mapping)."""
+    skips = skips if skips is not None else Skips()
+    pid = file.patient_id
+    source = SourceInfo(adapter=ADAPTER, device_id=DEVICE)
+    lines = file.text.decode().splitlines()
+    if not lines:
+        skips.add("physionet_empty_file")
+        return
+    header = lines[0].strip().split("|")
+    col = {name: i for i, name in enumerate(header)}
+    admitted = False
+    for number, line in enumerate(lines[1:], start=2):
+        cells = line.strip().split("|")
+        if len(cells) != len(header):
+            skips.add("physionet_bad_row_length")
+            continue
+        try:
+            values = [float(c) for c in cells]
+            iculos = int(values[col["ICULOS"]])
+        except (ValueError, KeyError):
+            skips.add("physionet_unparseable_row")
+            continue
+        if not admitted:
+            admitted = True
+            yield context(_admission(pid, values, col, anchor, source))
+        at = anchor + timedelta(hours=iculos)
+        row_source = source.model_copy(update={"message_control_id": f"{pid}:{number - 1}"})
+        vitals = _measurements(VITAL_COLUMNS, values, col, at)
+        if vitals:
+            yield Outbound("vitals", pid, observation(VitalSigns, pid, vitals, source=row_source))
+        labs = _measurements(LAB_COLUMNS, values, col, at)
+        sao2 = _get(values, col, "SaO2")
+        if sao2 is not None:
+            labs.append(
+                Measurement(
+                    quantity=None,
+                    code_system=CodeSystem.LOINC,
+                    code=SAO2_LOINC,
+                    code_label="SaO2",
+                    value=sao2,
+                    unit="%",
+                    observed_at=at,
+                )
+            )
+        if labs:
+            yield Outbound("labs", pid, observation(LabResults, pid, labs, source=row_source))
+        label = _get(values, col, "SepsisLabel")
+        if label is not None:
+            yield context(
+                OutcomeLabel(
+                    patient_id=pid,
+                    observed_at=at,
+                    received_at=at,
+                    source=row_source,
+                    outcome="sepsis",
+                    label=label >= 1,
+                    label_source="physionet2019",
+                )
+            )
+
+
+def _get(values: list[float], col: Mapping[str, int], name: str) -> float | None:
+    i = col.get(name)
+    if i is None or math.isnan(values[i]):
+        return None
+    return values[i]
+
+
+def _measurements(
+    columns: Mapping[str, tuple[Quantity, str]],
+    values: list[float],
+    col: Mapping[str, int],
+    at: datetime,
+) -> list[Measurement]:
+    found = []
+    for name, (quantity, unit) in columns.items():
+        value = _get(values, col, name)
+        if value is not None:
+            found.append(measure(quantity, at, value=value, unit=unit))
+    return found
+
+
+def _admission(
+    pid: str, values: list[float], col: Mapping[str, int], anchor: datetime, source: SourceInfo
+) -> Admission:
+    gender = _get(values, col, "Gender")
+    unit = (
+        "MICU"
+        if _get(values, col, "Unit1") == 1
+        else "SICU"
+        if _get(values, col, "Unit2") == 1
+        else None
+    )
+    return Admission(
+        patient_id=pid,
+        observed_at=anchor,
+        received_at=anchor,
+        source=source,
+        care_unit=unit,
+        age_years=_get(values, col, "Age"),
+        sex="female" if gender == 0 else "male" if gender == 1 else "unknown",
+    )
+
+
+def read_source(
+    path: Path,
+    anchor: datetime,
+    *,
+    limit: int | None = None,
+    only: frozenset[str] | None = None,
+    skips: Skips | None = None,
+) -> list[Iterator[Outbound]]:
+    """One lazy stream per selected patient (merge them with ``merge_patients``)."""
+    return [read_patient(f, anchor, skips) for f in patient_files(path, limit=limit, only=only)]
