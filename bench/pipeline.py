@@ -104,9 +104,9 @@ def bench_broker(bootstrap: str, beds: int, seconds: int, workdir: Path) -> dict
     config = SimulationConfig(beds=beds, seed=2, start=START, duration_s=seconds,
                               episodes=(HypotensionEpisode(1),))  # fmt: skip
     producer = reliable_producer(bootstrap, client_id="bench")
-    stats = publish_simulation(config, producer, registry.vitals, speed=None)
+    stats = publish_simulation(config.to_icu(), producer, registry, speed=None)
     producer.close()
-    total = stats.messages
+    total = stats.per_topic["vitals"]
     baseline = raw_consume_rate(bootstrap, registry.vitals, registry.partitions, total)
 
     app_id = f"bench-worker-{uuid.uuid4().hex[:6]}"

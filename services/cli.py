@@ -110,11 +110,30 @@ def _speed(_ctx: click.Context, _param: click.Parameter, value: str) -> float | 
 )
 @click.option("--duration", type=click.IntRange(1), default=None, help="Simulated seconds")
 @click.option(
+    "--scenario",
+    "scenario_specs",
+    multiple=True,
+    metavar="NAME:bed=B,onset=S,duration=S[,severity=X][,side=left|right][,device=D]",
+    help="Add a scenario (repeatable); it replaces the default scenarios of its bed",
+)
+@click.option(
+    "--scenarios",
+    "scenarios_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="TOML file of [[scenario]] tables (name, bed, onset, duration, severity, ...)",
+)
+@click.option(
+    "--no-default-scenarios",
+    is_flag=True,
+    help="Play only the scenarios given (and the --hypotension-* episode if given)",
+)
+@click.option(
     "--hypotension-bed",
     type=click.IntRange(0),
     default=1,
     show_default=True,
-    help="Bed with a scripted hypotension episode (0 = none)",
+    help="Bed with the scripted hypotension episode (0 = none)",
 )
 @click.option("--hypotension-onset", type=float, default=120.0, show_default=True)
 @click.option("--hypotension-duration", type=float, default=600.0, show_default=True)
@@ -122,75 +141,85 @@ def _speed(_ctx: click.Context, _param: click.Parameter, value: str) -> float | 
     "--truth",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
-    help="Write ground-truth annotations (JSON lines) here",
+    help="Write ground-truth annotations (GroundTruth JSON lines) here",
 )
+@click.pass_context
 def simulate_cmd(
+    ctx: click.Context,
     beds: int,
     speed: float | None,
     seed: int,
     start: datetime | None,
     duration: int | None,
+    scenario_specs: tuple[str, ...],
+    scenarios_file: Path | None,
+    no_default_scenarios: bool,
     hypotension_bed: int,
     hypotension_onset: float,
     hypotension_duration: float,
     truth: Path | None,
 ) -> None:
-    """Publish 1 Hz vital signs for a simulated ICU to the vitals topic."""
+    """Publish a simulated ICU: vitals, NIRS, CRRT, labs, context and ground truth.
+
+    Scenarios: hypotension, septic_shock, venous_congestion_aki, cerebral_desaturation,
+    crrt_filter_clotting, device_disconnect and the artefact_* kinds.
+    """
     from datetime import UTC
 
-    from services.kafka_io import TopicLayoutError, check_topics, reliable_producer
-    from services.sim_publisher import publish_simulation
-    from services.simulator import (
-        HypotensionEpisode,
-        SimulationConfig,
-        wall_clock,
-        write_ground_truth,
-    )
+    from services.kafka_io import TopicLayoutError
+    from services.sim import IcuConfig, wall_clock
+    from services.sim.scenarios import plan_from_options
+    from services.sim_publisher import run_simulation
 
     if start is not None and start.tzinfo is None:
         start = start.replace(tzinfo=UTC)
-    episodes = (
-        (HypotensionEpisode(hypotension_bed, hypotension_onset, hypotension_duration),)
-        if hypotension_bed
-        else ()
+    hypotension_given = any(
+        ctx.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT
+        for name in ("hypotension_bed", "hypotension_onset", "hypotension_duration")
     )
     try:
-        config = SimulationConfig(
+        plan = plan_from_options(
+            beds=beds,
+            seed=seed,
+            duration_s=duration,
+            specs=scenario_specs,
+            scenarios_file=scenarios_file,
+            defaults=not no_default_scenarios,
+            hypotension=(hypotension_bed, hypotension_onset, hypotension_duration),
+            hypotension_explicit=hypotension_given,
+        )
+        config = IcuConfig(
             beds=beds,
             seed=seed,
             start=start or wall_clock().replace(microsecond=0),
             duration_s=duration,
-            episodes=episodes,
+            scenarios=plan,
         )
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
-    if truth is not None:
-        write_ground_truth(config, truth)
     settings = load_settings()
-    try:
-        check_topics(settings.bootstrap_servers, settings.topics, ["vitals"])
-    except TopicLayoutError as exc:
-        raise click.ClickException(str(exc)) from exc
-    producer = reliable_producer(settings.bootstrap_servers, client_id="vigil-simulator")
+    if truth is not None:
+        from services.sim import write_ground_truth
+
+        write_ground_truth(config, truth)
     stop = threading.Event()
     _stop_on_sigterm(stop)
     click.echo(
-        f"simulating {beds} beds at {'max' if speed is None else f'{speed:g}x'} speed "
-        f"into {settings.topics.vitals}, first sample at {config.start.isoformat()}",
+        f"simulating {beds} beds ({len(config.played())} scenarios, run {config.run}) at "
+        f"{'max' if speed is None else f'{speed:g}x'} speed into "
+        f"{settings.topics.prefix}*, first sample at {config.start.isoformat()}",
         err=True,
     )
     try:
-        stats = publish_simulation(config, producer, settings.topics.vitals, speed=speed, stop=stop)
+        stats = run_simulation(
+            config, settings.bootstrap_servers, settings.topics, speed=speed, stop=stop
+        )
+    except TopicLayoutError as exc:
+        raise click.ClickException(str(exc)) from exc
     except KeyboardInterrupt:
         stop.set()
         return
-    finally:
-        producer.close()
-    click.echo(
-        f"published {stats.messages} samples ({stats.simulated_seconds} s of event time) in "
-        f"{stats.wall_seconds:.1f} s: {stats.rate:.0f} msg/s, {stats.failures} failed",
-        err=True,
-    )
+    click.echo(stats.summary(), err=True)
     if stats.failures:
         sys.exit(1)
 
