@@ -35,6 +35,7 @@ from services.ingest.linefmt import (
     check_time_window,
     decode_line,
     describe_validation_error,
+    did_you_mean,
     parse_patient_id,
     parse_sender_id,
     parse_text,
@@ -108,11 +109,11 @@ def parse_context_line(
             raise refuse("invalid_message", f"{what}: one of " + ", ".join(EVENT_TYPES))
         unknown = [k for k in obj if k not in model.model_fields and k not in EXTRA_KEYS]
         if unknown:
+            known = (*(k for k in model.model_fields if k not in _ADAPTER_KEYS), *EXTRA_KEYS)
             raise refuse(
                 "unknown_field",
-                f"unknown field {unknown[0][:40]!r} for kind {kind} (fields: "
-                + ", ".join(k for k in model.model_fields if k not in _ADAPTER_KEYS)
-                + ", id, device)",
+                f"unknown field {unknown[0][:40]!r} for kind {kind}"
+                + did_you_mean(unknown[0], known),
             )
         patient_id = parse_patient_id(obj.get("patient_id"))
         given_source = None

@@ -18,6 +18,7 @@ b'OK 17 id=123\\n'
 
 from __future__ import annotations
 
+import difflib
 import math
 import re
 import unicodedata
@@ -413,6 +414,16 @@ class Header:
     care_unit: str | None
 
 
+def did_you_mean(name: str, known: tuple[str, ...]) -> str:
+    """`` (did you mean 'x'?)`` for a near miss, else the list of known names.
+
+    >>> did_you_mean("lft", ("left", "right")), did_you_mean("zz", ("left", "right"))
+    (" (did you mean 'left'?)", ' (known: left, right)')
+    """
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.7)
+    return f" (did you mean {close[0]!r}?)" if close else " (known: " + ", ".join(known) + ")"
+
+
 def read_sender_id(tokens: dict[str, str]) -> str | None:
     """The ``id=`` token, if any (read first so that later refusals can echo it)."""
     value = tokens.get("id")
@@ -440,9 +451,8 @@ def read_header(
         if key not in COMMON_KEYS and key not in field_keys and not key.startswith("x_"):
             raise refuse(
                 "unknown_field",
-                f"unknown key {key!r} for {record_type} v=1 (keys: "
-                + ", ".join((*COMMON_KEYS, *field_keys))
-                + ")",
+                f"unknown key {key!r} for {record_type} v=1"
+                + did_you_mean(key, (*COMMON_KEYS, *field_keys)),
             )
     patient_id = parse_patient_id(tokens.get("patient"))
     device = tokens.get("device")

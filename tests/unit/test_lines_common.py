@@ -243,6 +243,20 @@ def test_parse_file_edge_cases() -> None:
     assert [(n, isinstance(r, LineRecord)) for n, r, _ in with_bom] == [(1, True)]
 
 
+def test_every_example_line_in_the_protocol_document_is_accepted() -> None:
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "protocols.md").read_text()
+    blocks = doc.split("```")[1::2]
+    parsers = {"NIRS": parse_nirs_line, "CRRT": parse_crrt_line, "{": parse_context_line}
+    seen = []
+    for example in (line for block in blocks for line in block.strip().splitlines()):
+        for prefix, parser in parsers.items():
+            if example.startswith(prefix):
+                assert isinstance(parser(example.encode(), received_at=RECEIVED), LineRecord)
+                seen.append(prefix)
+    assert sorted(set(seen)) == ["CRRT", "NIRS", "{"]
+    assert len(seen) >= 8
+
+
 # --- never anything but a record or a refusal -------------------------------------------
 
 PARSERS: list[Parser] = [parse_nirs_line, parse_crrt_line, parse_context_line]

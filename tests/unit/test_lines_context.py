@@ -139,7 +139,9 @@ def test_kind_missing_or_unknown() -> None:
 
 def test_unknown_field_is_refused_with_its_name() -> None:
     err = refused(line("weight", weight_lbs=180), "unknown_field", "'weight_lbs'")
-    assert "weight_kg" in str(err)
+    assert str(err).endswith("(did you mean 'weight_kg'?)")
+    err = refused(line("weight", zzz=1), "unknown_field")
+    assert str(err).endswith("(known: patient_id, observed_at, kind, weight_kg, id, device)")
     refused(line("weight", period_start=AT), "unknown_field", "'period_start'")
 
 

@@ -130,7 +130,8 @@ def test_unknown_key_is_refused_and_names_the_key() -> None:
     err = refused(parse_nirs_line, f"{NIRS_HEAD} lft=64 id=5", "unknown_field", "'lft'")
     assert isinstance(err, LineRefusedError)
     assert err.sender_id == "5"
-    refused(parse_crrt_line, f"{CRRT_HEAD} bloodflow=180", "unknown_field", "'bloodflow'")
+    refused(parse_crrt_line, f"{CRRT_HEAD} bloodflow=180", "unknown_field", "mean 'blood_flow'")
+    refused(parse_crrt_line, f"{CRRT_HEAD} qb=180", "unknown_field", "known: v, patient,")
 
 
 def test_vendor_extension_keys_are_ignored() -> None:
