@@ -11,6 +11,7 @@ Column meanings (challenge description, Reyna et al., Crit Care Med 2020):
   ``anchor + k h``: a value aggregated over an hour is only known when the hour is over,
   so the replay never shows the monitor data before it could exist. The anchor is the
   ICU admission (``ICULOS = 0``) and carries the Admission event.
+- Every column is LOINC-coded (the first LOINC code of its quantity in Vigil's table).
 - ``SBP``/``MAP``/``DBP`` do not say whether they come from an arterial line or a cuff,
   so they get the method-less LOINC codes 8480-6/8478-0/8462-4, which Vigil's code table
   maps to ``nbp_*``; an arterial quantity would claim more than the data says.
@@ -37,12 +38,13 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from types import MappingProxyType
 
-from schemas.codes import CodeSystem, Quantity
+from schemas.codes import QUANTITIES, CodeSystem, Quantity
 from schemas.common import SourceInfo
 from schemas.context import Admission, OutcomeLabel
 from schemas.observations import LabResults, Measurement, VitalSigns
+from schemas.units import normalise
 from services.ingest import Outbound
-from services.replay.common import Skips, context, measure, observation
+from services.replay.common import Skips, context, observation
 
 ADAPTER = "replay"
 DEVICE = "physionet2019"
@@ -219,7 +221,16 @@ def _measurements(
     for name, (quantity, unit) in columns.items():
         value = _get(values, col, name)
         if value is not None:
-            found.append(measure(quantity, at, value=value, unit=unit))
+            found.append(
+                normalise(
+                    CodeSystem.LOINC,
+                    QUANTITIES[quantity].loinc[0],
+                    at,
+                    value=value,
+                    unit=unit,
+                    quantity=quantity,
+                )
+            )
     return found
 
 

@@ -1,0 +1,304 @@
+"""Replay readers checked against rows of the real datasets in ../shared/data."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import tarfile
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from schemas.codes import Quantity
+from schemas.context import ContextEvent
+from schemas.observations import ObservationMessage
+from services.ingest import Outbound
+from services.replay import mimic3
+from services.replay import mimic3_items as items
+from services.replay.common import event_time
+from services.replay.source import UnknownSourceError, open_source, sniff
+
+DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
+PHYSIONET = DATA / "physionet2019" / "setA.psv.tar.gz"
+MIMIC3 = DATA / "mimic-iii-demo"
+MIMIC2 = DATA / "mimic2-numerics" / "s00001_3975656n_numerics_1min.csv"
+T0 = datetime(2030, 6, 1, 8, 0, tzinfo=UTC)
+
+pytestmark = pytest.mark.skipif(not DATA.is_dir(), reason="../shared/data not present")
+
+
+def _obs(record: Outbound) -> ObservationMessage:
+    assert isinstance(record.payload, ObservationMessage)
+    return record.payload
+
+
+def _ctx(record: Outbound) -> Any:
+    assert isinstance(record.payload, ContextEvent)
+    return record.payload.root
+
+
+def _events(records: list[Outbound], kind: str, key: str | None = None) -> list[Any]:
+    """Context events of one kind (of one patient), in stream order."""
+    found = [_ctx(r) for r in records if r.topic == "context" and key in (None, r.key)]
+    return [e for e in found if e.kind == kind]
+
+
+def _find(
+    records: list[Outbound], key: str, topic: str, at: datetime, quantity: Quantity
+) -> list[tuple[float | None, str, bool]]:
+    return [
+        (m.value, m.unit, m.artefact)
+        for r in records
+        if r.key == key and r.topic == topic
+        for m in _obs(r).measurements
+        if m.observed_at == at and m.quantity is quantity
+    ]
+
+
+@pytest.fixture(scope="module")
+def physionet() -> list[Outbound]:
+    return list(open_source(PHYSIONET, start=T0, patients=3).records)
+
+
+@pytest.fixture(scope="module")
+def mimic3_records() -> list[Outbound]:
+    only = frozenset({"mimic3-44212", "mimic3-42281", "mimic3-40124"})
+    return list(open_source(MIMIC3, start=T0, only=only).records)
+
+
+@pytest.fixture(scope="module")
+def mimic2_records() -> list[Outbound]:
+    return [
+        r
+        for r in open_source(MIMIC2, start=T0).records
+        if event_time(r) < T0 + timedelta(minutes=30)
+    ]
+
+
+# PhysioNet 2019 ---------------------------------------------------------------------------
+
+
+def test_physionet_first_three_patients_sorted_with_admission_at_anchor(
+    physionet: list[Outbound],
+) -> None:
+    assert sorted({r.key for r in physionet}) == ["p000001", "p000002", "p000003"]
+    admissions = _events(physionet, "admission")
+    first = admissions[0]
+    assert [a.patient_id for a in admissions] == ["p000001", "p000002", "p000003"]
+    assert (first.observed_at, first.age_years, first.sex) == (T0, 83.14, "female")
+
+
+def test_physionet_row_is_timed_at_the_end_of_its_hour_and_coded(physionet: list[Outbound]) -> None:
+    # p000001.psv row 2: HR 97, O2Sat 95, SBP 98, MAP 75.33, Resp 19, ICULOS 2
+    at = T0 + timedelta(hours=2)
+    assert _find(physionet, "p000001", "vitals", at, Quantity.HEART_RATE) == [(97.0, "/min", False)]
+    assert _find(physionet, "p000001", "vitals", at, Quantity.NBP_MEAN) == [
+        (75.33, "mm[Hg]", False)
+    ]
+    vitals = next(r for r in physionet if r.key == "p000001" and r.topic == "vitals")
+    sbp = next(m for m in _obs(vitals).measurements if m.quantity is Quantity.NBP_SYS)
+    assert (sbp.code_system.value, sbp.code, sbp.value, sbp.observed_at) == (
+        "LOINC",
+        "8480-6",
+        98.0,
+        at,
+    )
+    # DBP and Temp are NaN in that row: not measured, no measurement
+    assert _find(physionet, "p000001", "vitals", at, Quantity.NBP_DIA) == []
+    assert _find(physionet, "p000001", "vitals", at, Quantity.TEMPERATURE) == []
+
+
+def test_physionet_all_nan_row_gives_no_vitals_but_a_label(physionet: list[Outbound]) -> None:
+    # ICULOS 1 of p000001 has only NaN vitals and labs
+    at = T0 + timedelta(hours=1)
+    mine = [r for r in physionet if r.key == "p000001" and event_time(r) == at]
+    assert [r.topic for r in mine] == ["context"]
+    label = _ctx(mine[0])
+    assert (label.kind, label.outcome, label.label, label.label_source) == (
+        "outcome_label",
+        "sepsis",
+        False,
+        "physionet2019",
+    )
+
+
+def test_physionet_fio2_fraction_becomes_percent_and_labs_are_loinc(
+    physionet: list[Outbound],
+) -> None:
+    # p000001 ICULOS 5: FiO2 0.28; ICULOS 4: pH 7.36, PaCO2 100, BaseExcess 24
+    assert _find(physionet, "p000001", "labs", T0 + timedelta(hours=5), Quantity.FIO2) == [
+        (28.0, "%", False)
+    ]
+    labs = [r for r in physionet if r.key == "p000001" and r.topic == "labs"]
+    first = _obs(labs[0])
+    assert first.observed_at == T0 + timedelta(hours=4)
+    assert {(m.quantity, m.code, m.value) for m in first.measurements} == {
+        (Quantity.BASE_EXCESS, "11555-0", 24.0),
+        (Quantity.PH, "2744-1", 7.36),
+        (Quantity.PACO2, "2019-8", 100.0),
+    }
+
+
+def test_physionet_one_label_per_row_matching_the_file(physionet: list[Outbound]) -> None:
+    with tarfile.open(PHYSIONET, "r:gz") as archive:
+        handle = archive.extractfile("training_setA/p000001.psv")
+        assert handle is not None
+        rows = handle.read().decode().splitlines()[1:]
+    labels = [_ctx(r) for r in physionet if r.key == "p000001" and r.topic == "context"][1:]
+    assert len(labels) == len(rows)
+    assert [lab.label for lab in labels] == [row.split("|")[-1] == "1" for row in rows]
+
+
+def test_physionet_folder_of_psv_equals_the_archive(tmp_path: Path) -> None:
+    with tarfile.open(PHYSIONET, "r:gz") as archive:
+        for name in ("p000002", "p000009"):
+            handle = archive.extractfile(f"training_setA/{name}.psv")
+            assert handle is not None
+            (tmp_path / f"{name}.psv").write_bytes(handle.read())
+    assert sniff(tmp_path) == "physionet2019"
+    from_folder = [r.value() for r in open_source(tmp_path, start=T0).records]
+    only = frozenset({"p000002", "p000009"})
+    from_tar = [r.value() for r in open_source(PHYSIONET, start=T0, only=only).records]
+    assert from_folder == from_tar
+    assert len(from_folder) > 50
+
+
+def test_replay_is_deterministic_and_event_time_ordered(physionet: list[Outbound]) -> None:
+    again = list(open_source(PHYSIONET, start=T0, patients=3).records)
+    assert [(r.topic, r.key, r.value()) for r in again] == [
+        (r.topic, r.key, r.value()) for r in physionet
+    ]
+    keys = [(event_time(r), r.key) for r in physionet]
+    assert [k[0] for k in keys] == sorted(k[0] for k in keys)
+    assert keys[:3] == [(T0, "p000001"), (T0, "p000002"), (T0, "p000003")]
+
+
+# MIMIC-III demo ---------------------------------------------------------------------------
+
+
+def _shift(intime: str) -> timedelta:
+    return T0 - mimic3.parse_time(intime)
+
+
+def test_mimic3_patient_moved_so_first_icu_stay_starts_at_anchor(
+    mimic3_records: list[Outbound],
+) -> None:
+    admissions = _events(mimic3_records, "admission", "mimic3-42281")
+    # icustays: 2119-10-17 05:59:04 (MICU), then 2119-10-30 15:42:34
+    shift = _shift("2119-10-17 05:59:04")
+    assert [a.observed_at for a in admissions] == [
+        T0,
+        mimic3.parse_time("2119-10-30 15:42:34") + shift,
+    ]
+    assert admissions[0].care_unit == "MICU"
+
+
+def test_mimic3_crrt_blood_flow_from_a_real_row(mimic3_records: list[Outbound]) -> None:
+    # derived_crrt_chartevents.csv: 44212, 2123-11-24 23:27:00, itemid 224144, 200 ml/min
+    at = mimic3.parse_time("2123-11-24 23:27:00") + _shift("2123-11-24 14:14:29")
+    assert _find(mimic3_records, "mimic3-44212", "crrt", at, Quantity.CRRT_BLOOD_FLOW) == [
+        (200.0, "mL/min", False)
+    ]
+    crrt = [_obs(r) for r in mimic3_records if r.topic == "crrt"]
+    modes = {m.value_text for c in crrt for m in c.measurements if m.quantity is Quantity.CRRT_MODE}
+    assert modes == {"CVVHDF"}
+    # the 1200 ml/min typo in the charting is kept, flagged artefact
+    assert any(
+        m.quantity is Quantity.CRRT_BLOOD_FLOW and m.value == 1200 and m.artefact
+        for c in crrt
+        for m in c.measurements
+    )
+
+
+def test_mimic3_fahrenheit_temperature_converted(mimic3_records: list[Outbound]) -> None:
+    # chartevents row 5279021: 40124, 2130-02-04 04:00:00, itemid 223761, 95.9 ?F
+    at = mimic3.parse_time("2130-02-04 04:00:00") + _shift("2130-02-04 02:27:27")
+    assert _find(mimic3_records, "mimic3-40124", "vitals", at, Quantity.TEMPERATURE) == [
+        (35.5, "Cel", False)
+    ]
+
+
+def test_mimic3_norepinephrine_rate_in_ug_per_kg_min(mimic3_records: list[Outbound]) -> None:
+    # inputevents_mv row 261164: 42281 norepinephrine 16:20 -> 18:51, 3.228 mg, 70 kg,
+    # rate 0.3053926286 mcg/kg/min = 3228 ug / 151 min / 70 kg
+    shift = _shift("2119-10-17 05:59:04")
+    start = mimic3.parse_time("2119-11-10 16:20:00") + shift
+    infusions = _events(mimic3_records, "infusion", "mimic3-42281")
+    at_start = [i for i in infusions if i.observed_at == start]
+    assert len(at_start) == 1
+    rate = at_start[0]
+    assert (rate.drug, rate.rate_unit) == ("norepinephrine", "ug/kg/min")
+    assert rate.rate == pytest.approx(3228 / 151 / 70, rel=1e-3)
+    assert rate.rate == 0.305393
+
+
+def test_mimic3_urine_weight_and_skips(mimic3_records: list[Outbound]) -> None:
+    kinds = {_ctx(r).kind for r in mimic3_records if r.topic == "context"}
+    assert {"admission", "discharge", "weight", "urine_output", "infusion", "gcs"} <= kinds
+    source = open_source(MIMIC3, start=T0, only=frozenset({"mimic3-44212"}))
+    list(source.records)
+    assert source.patients == 1
+    with gzip.open(MIMIC3 / "chartevents.csv.gz", "rt") as handle:
+        read = (
+            set(items.CHART_VITALS) | items.CHART_FIO2 | items.GCS_TOTAL | items.GCS_EYE
+            | items.GCS_VERBAL | items.GCS_MOTOR | items.WEIGHT_KG | items.WEIGHT_LB
+        )  # fmt: skip
+        errors = [
+            row for row in csv.DictReader(handle)
+            if row["subject_id"] == "44212" and row["error"] == "1" and int(row["itemid"]) in read
+        ]  # fmt: skip
+    assert errors  # the real file has charting errors for this patient
+    assert source.skips.counts["mimic3_chartevents_error_row"] == len(errors)
+
+
+def test_mimic3_rate_conversion_needs_a_weight_for_per_minute_doses() -> None:
+    assert mimic3.convert_rate(8.0, "mcg/min", 80.0) == (0.1, "ug/kg/min")
+    assert mimic3.convert_rate(8.0, "mcgmin", None) is None
+    assert mimic3.convert_rate(2.4, "units/hour", None) == (0.04, "U/min")
+    assert mimic3.convert_rate(1.0, "furlongs", None) is None
+
+
+# MIMIC-II numerics ------------------------------------------------------------------------
+
+
+def test_mimic2_zero_is_not_measured_and_minutes_are_event_time(
+    mimic2_records: list[Outbound],
+) -> None:
+    assert mimic2_records[0].topic == "context"
+    assert event_time(mimic2_records[0]) == T0
+    vitals = [_obs(r) for r in mimic2_records if r.topic == "vitals"]
+    assert len(vitals) == 30  # minutes 0-29 each have at least RESP
+    # minute 0: HR 0 (not measured), RESP 23
+    assert [(m.quantity, m.value) for m in vitals[0].measurements] == [(Quantity.RESP_RATE, 23.0)]
+    # minute 14: HR 55.6, PULSE 55, RESP 12.4, SpO2 96, NBP 120/72/89; ABP 0 = no line
+    minute14 = vitals[14]
+    assert minute14.observed_at == T0 + timedelta(minutes=14)
+    assert {(m.quantity, m.code, m.value) for m in minute14.measurements} == {
+        (Quantity.HEART_RATE, "147842", 55.6),
+        (Quantity.PULSE_RATE, "149530", 55.0),
+        (Quantity.RESP_RATE, "151562", 12.4),
+        (Quantity.SPO2, "150456", 96.0),
+        (Quantity.NBP_SYS, "150021", 120.0),
+        (Quantity.NBP_DIA, "150022", 72.0),
+        (Quantity.NBP_MEAN, "150023", 89.0),
+    }
+    assert not any(m.quantity is Quantity.ABP_MEAN for v in vitals for m in v.measurements)
+
+
+def test_mimic2_abp_uses_the_mdc_abp_codes() -> None:
+    abp = [
+        m for r in open_source(MIMIC2, start=T0).records if r.topic == "vitals"
+        for m in _obs(r).measurements if m.quantity is Quantity.ABP_MEAN
+    ]  # fmt: skip
+    assert abp
+    assert {m.code for m in abp} == {"150039"}
+
+
+def test_unknown_source_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "x.csv").write_text("a,b\n1,2\n")
+    with pytest.raises(UnknownSourceError):
+        sniff(tmp_path / "x.csv")
+    with pytest.raises(ValueError, match="timezone"):
+        open_source(MIMIC2, start=datetime(2030, 1, 1))
