@@ -32,7 +32,7 @@ from pydantic import BaseModel, ValidationError
 
 from schemas.codes import QUANTITIES, Quantity
 from schemas.observations import Measurement
-from schemas.units import normalise
+from schemas.units import canonical_unit_spelling, normalise
 from services.ingest import InputRefusedError, Outbound
 
 MAX_LINE_BYTES: Final = 4096
@@ -485,17 +485,22 @@ def numeric_measurement(
     if value == NO_VALUE:
         return None
     number, unit = parse_number(key, value)
+    if unit and canonical_unit_spelling(unit) is None:
+        raise refuse("invalid_message", f"{key}: unknown unit {unit[:20]!r}")
     system, code, _label = QUANTITIES[quantity].primary
-    measurement = normalise(
-        system,
-        code,
-        header.observed_at,
-        value=number,
-        unit=unit,
-        device_id=header.device_id,
-        artefact=artefact,
-        quantity=quantity,
-    )
+    try:
+        measurement = normalise(
+            system,
+            code,
+            header.observed_at,
+            value=number,
+            unit=unit,
+            device_id=header.device_id,
+            artefact=artefact,
+            quantity=quantity,
+        )
+    except ValidationError as exc:
+        raise refuse("invalid_message", f"{key}: {describe_validation_error(exc)}") from None
     if measurement.quantity is None:
         raise refuse(
             "invalid_message",
@@ -507,14 +512,17 @@ def numeric_measurement(
 def text_measurement(quantity: Quantity, value: str, header: Header) -> Measurement:
     """A coded text value (CRRT mode, alarm) of ``quantity`` via :func:`normalise`."""
     system, code, _label = QUANTITIES[quantity].primary
-    return normalise(
-        system,
-        code,
-        header.observed_at,
-        value_text=value,
-        device_id=header.device_id,
-        quantity=quantity,
-    )
+    try:
+        return normalise(
+            system,
+            code,
+            header.observed_at,
+            value_text=value,
+            device_id=header.device_id,
+            quantity=quantity,
+        )
+    except ValidationError as exc:
+        raise refuse("invalid_message", describe_validation_error(exc)) from None
 
 
 def build(model: Callable[..., BaseModel], **fields: object) -> BaseModel:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -343,6 +344,35 @@ def mutated(draw: st.DrawFn) -> bytes:
 @given(line=mutated(), which=st.sampled_from(PARSERS))
 def test_mutated_lines_never_crash(line: bytes, which: Parser) -> None:
     _check(which, line)
+
+
+def _mutate(rnd: random.Random, seed: bytes) -> bytes:
+    data = bytearray(seed)
+    for _ in range(rnd.randint(1, 3)):
+        at = rnd.randrange(len(data))
+        op = rnd.randrange(5)
+        if op == 0:
+            del data[at : at + rnd.randint(1, 5)]
+        elif op == 1:
+            data[at] = rnd.randrange(256)
+        elif op == 2:
+            data[at:at] = bytes([rnd.randrange(32, 127)])
+        elif op == 3:  # join two tokens: long values, stray '=' and units
+            spaces = [i for i, b in enumerate(data) if b == ord(" ")]
+            if spaces:
+                del data[rnd.choice(spaces)]
+        else:  # repeat a piece
+            data[at:at] = data[at : at + rnd.randint(1, 40)]
+    return bytes(data)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_seeded_byte_mutations_never_crash(seed: int) -> None:
+    """Deterministic fuzzing of the seed lines (found a too-long unit crashing Measurement)."""
+    rnd = random.Random(seed)
+    parser = [*PARSERS, parse_context_line][seed]
+    for _ in range(4000):
+        _check(parser, _mutate(rnd, SEEDS[seed]))
 
 
 JSON_VALUES = st.recursive(

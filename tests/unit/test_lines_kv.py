@@ -98,8 +98,11 @@ def test_nirs_fraction_converted_to_percent_via_normalise() -> None:
     assert (m.quantity, m.value, m.unit) == (Quantity.RSO2_RIGHT, 64.0, "%")
 
 
-def test_nirs_unconvertible_unit_is_refused_not_relabelled() -> None:
+def test_nirs_unconvertible_or_unknown_unit_is_refused_not_relabelled() -> None:
     refused(parse_nirs_line, f"{NIRS_HEAD} left=64mmHg", "invalid_message", "cannot be converted")
+    refused(parse_nirs_line, f"{NIRS_HEAD} left=64pct", "invalid_message", "unknown unit 'pct'")
+    long_unit = "x" * 40  # longer than a Measurement unit may be
+    refused(parse_nirs_line, f"{NIRS_HEAD} left=64{long_unit}", "invalid_message", "unknown unit")
 
 
 def test_nirs_implausible_value_kept_as_artefact() -> None:
