@@ -32,6 +32,18 @@ def main() -> None:
 main.add_command(kafka_group)
 
 
+def _register_ingestion() -> None:
+    from services.cli_hl7 import hl7_group
+    from services.cli_ingest import context_group, crrt_group, nirs_group
+    from services.cli_replay import replay
+
+    for command in (hl7_group, nirs_group, crrt_group, context_group, replay):
+        main.add_command(command)
+
+
+_register_ingestion()
+
+
 @main.group("topics")
 def topics_group() -> None:
     """Kafka topics of this deployment (names carry VIGIL_TOPIC_PREFIX)."""

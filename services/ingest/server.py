@@ -102,7 +102,10 @@ class Refused:
 class Codec(Protocol):
     """The protocol-specific, pure part of a listener."""
 
-    adapter: str  # "hl7", "nirs", "crrt", "context": dead-letter source and metrics label
+    @property
+    def adapter(self) -> str:
+        """ "hl7", "nirs", "crrt", "context": the dead-letter source and metrics label."""
+        ...
 
     def decoder(self, max_frame_bytes: int) -> Decoder: ...
 
@@ -235,57 +238,3 @@ class Listener:
 
 
 _CLOSE = b"\x00close"  # sentinel: close the connection without a reply
-
-
-class LineDecoder:
-    r"""Lines ending in LF (CRLF accepted); blank lines are skipped (keep-alives); a line
-    longer than the limit is a fault. ``seq`` numbers the non-blank lines from 1.
-
-    >>> d = LineDecoder(max_line_bytes=8)
-    >>> [(u.seq, u.payload) for u in d.feed(b"ab\r\n\ncd\nef") if isinstance(u, Frame)]
-    [(1, b'ab'), (2, b'cd')]
-    >>> [u.payload for u in d.feed(b"g\n") if isinstance(u, Frame)]
-    [b'efg']
-    >>> fault = d.feed(b"0123456789\nok\n")[0]
-    >>> fault.error.reason, fault.original, d.feed(b"")
-    ('too_large', b'01234567', [])
-    """
-
-    def __init__(self, max_line_bytes: int) -> None:
-        self._max = max_line_bytes
-        self._buffer = bytearray()
-        self._discarding: bytearray | None = None  # beginning of an oversize line, kept
-        self._seq = 0
-
-    def feed(self, data: bytes) -> list[Frame | FramingFault]:
-        units: list[Frame | FramingFault] = []
-        self._buffer += data
-        while True:
-            end = self._buffer.find(b"\n")
-            if self._discarding is not None:
-                if end < 0:
-                    self._buffer.clear()
-                    return units
-                del self._buffer[: end + 1]
-                units.append(self._fault(bytes(self._discarding)))
-                self._discarding = None
-                continue
-            if end < 0:
-                if len(self._buffer) > self._max:
-                    self._discarding = bytearray(self._buffer[: self._max])
-                    self._buffer.clear()
-                return units
-            line = bytes(self._buffer[:end]).rstrip(b"\r")
-            del self._buffer[: end + 1]
-            if not line.strip():
-                continue
-            if len(line) > self._max:
-                units.append(self._fault(line[: self._max]))
-            else:
-                self._seq += 1
-                units.append(Frame(line, self._seq))
-
-    def _fault(self, beginning: bytes) -> FramingFault:
-        self._seq += 1
-        error = InputRefusedError("too_large", f"line longer than {self._max} bytes")
-        return FramingFault(error, beginning, reply_expected=True, seq=self._seq)

@@ -85,6 +85,31 @@ class Stack:
         self.processes.append(proc)
         return proc
 
+    def start_listener(
+        self, kind: str, *extra: str, env: dict[str, str] | None = None
+    ) -> tuple[subprocess.Popen[bytes], int]:
+        """Start ``vigil <kind> listen --port 0``; returns the process and its port."""
+        log = self.workdir / f"listen-{kind}.log"
+        proc = procs.spawn(
+            [sys.executable, "-m", "services.cli", kind, "listen", "--port", "0", *extra],
+            env=self.env() | (env or {}),
+            log_path=log,
+        )
+        STARTED_PIDS.append(proc.pid)
+        self.processes.append(proc)
+        found: list[int] = []
+
+        def listening() -> bool:
+            if proc.poll() is not None:
+                raise AssertionError(f"{kind} listener exited {proc.returncode}:\n{log.read_text()}")
+            match = re.search(rf"^{kind} listening on \S+:(\d+)$", log.read_text(), re.MULTILINE)
+            if match:
+                found.append(int(match.group(1)))
+            return bool(found)
+
+        wait_for(listening, 60, f"the {kind} listener", on_timeout=lambda: log.read_text())
+        return proc, found[0]
+
     def stop_all(self) -> None:
         for proc in reversed(self.processes):
             procs.stop(proc, timeout_s=30)
