@@ -36,6 +36,7 @@ from schemas.context import (
     Weight,
 )
 from schemas.observations import CrrtStatus, LabResults, Measurement, NirsSample, VitalSigns
+from schemas.units import plausible
 from services.ingest import Outbound
 from services.sim.physiology import (
     Patient,
@@ -61,20 +62,32 @@ def bed_label(care_unit: str, bed: int) -> str:
 def measurement(
     quantity: Quantity, value: float | str, at: datetime, device_id: str
 ) -> Measurement:
-    """A reading as the device sends it, coded and checked like any adapter's."""
-    from schemas.units import normalise
+    """A reading as the device sends it, coded in the canonical unit and flagged like any
+    adapter's: an implausible value (:func:`schemas.units.plausible`) is kept as artefact.
 
+    Same result as :func:`schemas.units.normalise` for a value in the canonical unit,
+    without its code lookup (the simulator codes with each quantity's primary code).
+
+    >>> from datetime import UTC, datetime
+    >>> measurement(Quantity.HEART_RATE, 0, datetime(2026, 1, 1, tzinfo=UTC), "m").artefact
+    True
+    """
     info = QUANTITIES[quantity]
     system, code, label = info.primary
-    if isinstance(value, str):
-        return normalise(
-            system, code, at, value_text=value, unit=info.ucum_unit, code_label=label,
-            device_id=device_id, quantity=quantity,
-        )  # fmt: skip
-    return normalise(
-        system, code, at, value=float(value), unit=info.ucum_unit, code_label=label,
-        device_id=device_id, quantity=quantity,
-    )  # fmt: skip
+    numeric = not isinstance(value, str)
+    return Measurement(
+        quantity=quantity,
+        code_system=system,
+        code=code,
+        code_label=label,
+        value=float(value) if numeric else None,
+        value_text=None if numeric else str(value),
+        unit=info.ucum_unit,
+        observed_at=at,
+        device_id=device_id,
+        containment=None,
+        artefact=numeric and not plausible(quantity, float(value)),
+    )
 
 
 @dataclass

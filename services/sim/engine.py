@@ -115,9 +115,10 @@ def simulate_icu(
         own = tuple(s for s in played if s.bed == bed)
         equipment = equipment_of(config.seed, bed, own)
         beds.append(SimulatedBed(config.seed, bed, config.care_unit, own, equipment))
+    start = config.start.astimezone(UTC)
     second = 0
     while config.duration_s is None or second < config.duration_s:
-        at = config.start + timedelta(seconds=second)
+        at = start + timedelta(seconds=second)
         received_at = clock()
         records: list[Outbound] = []
         if second == 0:

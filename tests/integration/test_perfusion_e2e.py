@@ -17,6 +17,7 @@ import pytest
 from kafka import KafkaProducer
 
 from schemas.alerts import AlertEvent, AlertPhase, AlertPriority
+from schemas.annotations import GroundTruth
 from schemas.codes import Quantity
 from schemas.deadletter import DeadLetter
 from services.simulator import HypotensionEpisode, SimulationConfig, patient_id_of, simulate
@@ -29,6 +30,7 @@ SIM_ARGS = (
     "simulate", "--beds", str(BEDS), "--seed", str(SEED), "--start", "2026-05-01T14:00:00Z",
     "--duration", str(DURATION_S), "--hypotension-bed", str(HYPO_BED),
     "--hypotension-onset", str(ONSET_S), "--hypotension-duration", str(EPISODE_S),
+    "--no-default-scenarios",
 )  # fmt: skip
 WALL_CLOCK_FIELDS = {"raised_at", "trigger_received_at"}
 
@@ -38,7 +40,7 @@ def run_scenario(stack: Stack, speed: str) -> list[AlertEvent]:
     stack.start_worker()
     done = stack.vigil(*SIM_ARGS, "--speed", speed, "--truth", str(stack.workdir / "truth.jsonl"))
     assert done.returncode == 0, done.stderr
-    assert f"published {BEDS * DURATION_S} samples" in done.stderr
+    assert f"vitals={BEDS * DURATION_S}" in done.stderr
     stack.wait_until_processed("vitals")
     return [AlertEvent.model_validate_json(v) for v in stack.read_all("alerts")]
 
@@ -96,16 +98,19 @@ def test_one_start_and_one_end_for_the_hypotensive_patient_only(
     assert abs(end.triggered_at - (START + timedelta(seconds=recovered + 120))) <= timedelta(
         seconds=1
     )
-    truth = [json.loads(line) for line in (stack.workdir / "truth.jsonl").read_text().splitlines()]
-    assert truth == [
-        {
-            "scenario": "hypotension",
-            "patient_id": patient,
-            "bed": f"ICU1-{HYPO_BED:02d}",
-            "onset": (START + timedelta(seconds=ONSET_S)).isoformat(),
-            "end": (START + timedelta(seconds=ONSET_S + EPISODE_S)).isoformat(),
-        }
+    lines = (stack.workdir / "truth.jsonl").read_text().splitlines()
+    truth = [GroundTruth.model_validate_json(line) for line in lines]
+    assert [(t.scenario, t.patient_id, t.bed, t.onset, t.end) for t in truth] == [
+        (
+            "hypotension",
+            patient,
+            f"ICU1-{HYPO_BED:02d}",
+            START + timedelta(seconds=ONSET_S),
+            START + timedelta(seconds=ONSET_S + EPISODE_S),
+        )
     ]
+    published = [GroundTruth.model_validate_json(v) for v in stack.read_all("groundtruth")]
+    assert published == truth
 
 
 def test_worker_metrics_count_samples_alerts_and_latency(
