@@ -64,7 +64,8 @@ __all__ = [
 
 ADAPTER = "hl7"
 _PATIENT_ID = re.compile(r"^[A-Za-z0-9._:@-]{1,64}$")
-_NM = re.compile(r"^[+-]?(?:\d+\.?\d*|\.\d+)$")
+_NM = re.compile(r"^[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)$")
+_SUB_ID_PART = re.compile(r"[0-9]{1,9}")
 _MAX_MEASUREMENTS = 512  # ObservationMessage.measurements max_length
 _FUTURE_SLACK = timedelta(minutes=5)
 
@@ -374,7 +375,7 @@ def _oru(ctx: _Ctx) -> list[Outbound]:
 
 def _containment(text: str) -> tuple[int, ...] | None:
     parts = text.split(".")
-    if len(parts) < 2 or not all(p.isdigit() and len(p) < 10 for p in parts):
+    if len(parts) < 2 or not all(_SUB_ID_PART.fullmatch(p) for p in parts):
         return None
     return tuple(int(p) for p in parts)
 

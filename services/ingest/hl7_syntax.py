@@ -45,7 +45,8 @@ _LINES = re.compile(rb"\r\n|\r|\n")
 _TEXT_LINES = re.compile(r"\r\n|\r|\n")
 _DTM = re.compile(
     r"^(?P<y>\d{4})(?P<mo>\d{2})?(?P<d>\d{2})?(?P<h>\d{2})?(?P<mi>\d{2})?(?P<s>\d{2})?"
-    r"(?:\.(?P<f>\d{1,6}))?(?P<tz>[+-]\d{4})?$"
+    r"(?:\.(?P<f>\d{1,6}))?(?P<tz>[+-]\d{4})?$",
+    re.ASCII,
 )
 
 # HL7 table 0211 -> Python codec. UTF-16/32 cannot be read by a byte-oriented parser.
@@ -113,6 +114,11 @@ def _refuse(message: str, code: str = "100") -> Hl7RefusedError:
     return Hl7RefusedError("hl7_parse_error", message, hl7_code=code)
 
 
+def _delimiter_ok(ch: str) -> bool:
+    """Delimiters are printable, non-alphanumeric ASCII (v2.6 2.5.4)."""
+    return 32 < ord(ch) < 127 and not ch.isalnum()
+
+
 @dataclass(frozen=True)
 class Encoding:
     """The delimiters of one message (MSH-1, MSH-2; v2.7 adds the truncation character)."""
@@ -140,7 +146,7 @@ class Encoding:
                 raise _refuse(f"MSH-2 {msh2!r}: encoding characters missing")
             chars.append(default)
         used = [sep, *chars]
-        if len(set(used)) != len(used) or any(c.isalnum() or c in "\r\n " for c in used):
+        if len(set(used)) != len(used) or not all(_delimiter_ok(c) for c in used):
             raise _refuse(
                 f"MSH-1/MSH-2 {sep!r} {msh2!r}: delimiters must be distinct, "
                 "non-alphanumeric characters"
@@ -357,7 +363,7 @@ def decode_message(raw: bytes) -> RawMessage:
         head = raw[:20].decode("latin-1").translate({c: "." for c in range(32)})
         raise _refuse(f"message does not start with an MSH segment: {head!r}")
     sep_byte = raw[3]
-    if sep_byte >= 0x80 or chr(sep_byte).isalnum() or chr(sep_byte) in " \t\r\n":
+    if not _delimiter_ok(chr(sep_byte)):
         raise _refuse(f"MSH-1 field separator {chr(sep_byte)!r} is not allowed")
     text, codec, warnings = _decode(raw, _charset_names(split_lines(raw)[0], sep_byte))
     lines = _TEXT_LINES.split(text)
@@ -459,9 +465,9 @@ def recover_header(raw: bytes | None) -> Hl7Header | None:
         return None
     line = split_lines(bytes(raw)[at:])[0]
     text = line.decode("latin-1")
-    sep = text[3]
-    if sep.isalnum() or sep in " \x00":
+    if len(text) < 4 or not _delimiter_ok(text[3]):
         return None
+    sep = text[3]
     parts = text.split(sep)
     msh2 = parts[1] if len(parts) > 1 else ""
     try:
