@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
@@ -73,8 +74,23 @@ def create_topics(
                 existing.add(topic.name)
     finally:
         admin.close()
-    check_topics(bootstrap_servers, registry, base_names)
+    _check_after_create(bootstrap_servers, registry, base_names, just_created=bool(created))
     return created, sorted(t.name for t in new_topics if t.name in existing)
+
+
+def _check_after_create(
+    bootstrap_servers: str, registry: TopicRegistry, base_names: list[str], *, just_created: bool
+) -> None:
+    """Check the layout; new topics may take a moment to appear in every broker's metadata."""
+    deadline = time.monotonic() + (15.0 if just_created else 0.0)
+    while True:
+        try:
+            check_topics(bootstrap_servers, registry, base_names)
+            return
+        except TopicLayoutError:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.25)
 
 
 def reliable_producer(bootstrap_servers: str, *, client_id: str) -> KafkaProducer:
