@@ -502,3 +502,35 @@ def test_ack_keeps_the_declared_character_set() -> None:
     msh = segments(build_ack("AA", header=m.header, raw=raw, now=NOW, control_id="x"))["MSH"]
     assert msh[17] == "8859/1"
     assert msh[10] == "D"
+
+
+def test_two_patients_in_one_oru_give_one_record_each() -> None:
+    raw = (
+        b"MSH|^~\\&|GW|ICU|||20260301120000+0000||ORU^R01|m1|P|2.6\r"
+        b"PID|||p1^^^^MR\rPV1||I|ICU^^01\rOBR|1|||x|||20260301120000\r"
+        b"OBX|1|NM|147842^MDC_ECG_HEART_RATE^MDC|1.1.1.1|71|bpm|||||F|||||||own-id\r"
+        b"PID|||p2^^^^MR\rPV1||I|ICU^^02\rOBR|1|||x|||20260301120000\r"
+        b"OBX|1|NM|147842^MDC_ECG_HEART_RATE^MDC|1.1.1.1|72|bpm|||||F\r"
+        b"OBX|2|NM|150456^MDC_PULS_OXIM_SAT_O2^MDC|1.1.1.2|99|%||QUES|||F\r"
+    )
+    m = parse(raw)
+    assert [(r.key, r.payload.bed) for r in m.records] == [("p1", "01"), ("p2", "02")]  # type: ignore[attr-defined]
+    first, second = (r.payload for r in m.records)
+    assert isinstance(first, VitalSigns)
+    assert isinstance(second, VitalSigns)
+    assert first.measurements[0].device_id == "own-id"  # OBX-18 on the metric itself
+    assert first.source.device_id == "own-id"
+    assert second.value_of(Quantity.HEART_RATE) == 72.0
+    assert by_code(second, "150456").artefact  # OBX-8 measurement status questionable
+    assert second.source.device_id == "GW"  # no device id at all: the sending application
+
+
+def test_oru_with_no_values_publishes_nothing_but_parses() -> None:
+    raw = (
+        b"MSH|^~\\&|GW|ICU|||20260301120000+0000||ORU^R01|m2|P|2.6\r"
+        b"PID|||p1^^^^MR\rOBR|1|||x|||20260301120000\r"
+        b"OBX|1||69965^MDC_DEV_MON_PHYSIO_MULTI_PARAM_MDS^MDC|1.0.0.0|||||||X|||||||dev\r"
+    )
+    m = parse(raw)
+    assert m.records == ()
+    assert any("nothing to publish" in w for w in m.warnings)
