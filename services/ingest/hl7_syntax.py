@@ -464,7 +464,10 @@ def recover_header(raw: bytes | None) -> Hl7Header | None:
     if at < 0 or len(raw) < at + 8:
         return None
     line = split_lines(bytes(raw)[at:])[0]
-    text = line.decode("latin-1")
+    try:
+        text = line.decode("utf-8")
+    except UnicodeDecodeError:
+        text = line.decode("latin-1")
     if len(text) < 4 or not _delimiter_ok(text[3]):
         return None
     sep = text[3]

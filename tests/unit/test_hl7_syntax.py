@@ -156,3 +156,11 @@ def test_recover_header_from_damaged_bytes() -> None:
 @pytest.mark.parametrize("raw", [None, b"", b"MSH", b"MSH\r|", b"xMSH1^~", b"no header"])
 def test_recover_header_gives_up_cleanly(raw: bytes | None) -> None:
     assert recover_header(raw) is None
+
+
+def test_recover_header_reads_utf8_then_latin1() -> None:
+    utf8 = recover_header("MSH|^~\\&|Gerät|Station 3|".encode())
+    latin1 = recover_header("MSH|^~\\&|Gerät|Station 3|".encode("latin-1"))
+    assert utf8 is not None
+    assert latin1 is not None
+    assert utf8.sending_application == latin1.sending_application == "Gerät"
