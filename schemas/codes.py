@@ -89,6 +89,7 @@ class Quantity(StrEnum):
     PAO2 = "pao2"
     FIO2 = "fio2"
     PACO2 = "paco2"
+    SAO2 = "sao2"
     PH = "ph"
     BICARBONATE = "bicarbonate"
     BASE_EXCESS = "base_excess"
@@ -169,7 +170,7 @@ _TABLE = (
         _V,
         _PCT,
         mdc=(("150456", "MDC_PULS_OXIM_SAT_O2"),),
-        loinc=("59408-5", "2708-6"),
+        loinc=("59408-5",),
     ),
     _q(Quantity.PERFUSION_INDEX, _V, _PCT, mdc=(("150448", "MDC_PULS_OXIM_PERF_REL"),)),
     _q(
@@ -247,6 +248,8 @@ _TABLE = (
     _q(Quantity.FIO2, _L, _PCT, loinc=("3150-0", "19996-8")),
     # The rest of the PhysioNet 2019 laboratory columns (risk-model inputs, issue 5).
     _q(Quantity.PACO2, _L, _MMHG, loinc=("2019-8",)),
+    # Arterial oxygen saturation from a blood gas (lab), not pulse oximetry.
+    _q(Quantity.SAO2, _L, _PCT, loinc=("2708-6",)),
     _q(Quantity.PH, _L, "[pH]", loinc=("2744-1", "11558-4")),
     _q(Quantity.BICARBONATE, _L, "mmol/L", loinc=("1963-8", "1959-6")),
     _q(Quantity.BASE_EXCESS, _L, "mmol/L", loinc=("11555-0",)),

@@ -278,6 +278,7 @@ PLAUSIBLE: Mapping[Quantity, PlausibleRange] = MappingProxyType(
         Quantity.PAO2: PlausibleRange(10, 800),
         Quantity.FIO2: PlausibleRange(21, 100),
         Quantity.PACO2: PlausibleRange(5, 200),
+        Quantity.SAO2: PlausibleRange(30, 100),
         Quantity.PH: PlausibleRange(6.5, 8.0),
         Quantity.BICARBONATE: PlausibleRange(1, 70),
         Quantity.BASE_EXCESS: PlausibleRange(-40, 40),

@@ -38,8 +38,9 @@ class MllpError:
     """A framing problem, reported once; ``preview`` holds the first bytes concerned.
 
     - ``oversize_frame``: a frame exceeded ``max_frame_bytes``; it is discarded up to
-      its end block (or the next start block). The preview is its first 64 bytes (at
-      most ``max_frame_bytes + 1``, so that it does not depend on chunking).
+      its end block (or the next start block). The preview is its first
+      ``max_frame_bytes`` bytes (for the dead letter and the NAK's header), whatever
+      the chunking.
     - ``outside_frame``: non-whitespace bytes between frames, skipped (up to 64 reported).
     - ``unterminated_frame``: a start block inside a frame, or :meth:`MllpDecoder.close`
       inside a frame; the partial frame is discarded.
@@ -168,8 +169,9 @@ class MllpDecoder:
         if self._state == "discard" or not chunk:
             return
         if len(self._buffer) + len(chunk) > self.max_frame_bytes:
-            # the first max_frame_bytes + 1 bytes are all that is certain to have arrived
-            keep = min(_PREVIEW, self.max_frame_bytes + 1)
+            # the frame's first max_frame_bytes bytes are kept whole (for the dead letter
+            # and to recover the header of the NAK), whatever the chunking
+            keep = self.max_frame_bytes
             preview = bytes(self._buffer[:keep]) + chunk[: max(0, keep - len(self._buffer))]
             events.append(
                 MllpError(

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from kafka import KafkaAdminClient
 
+from schemas.topics import TOPICS
 from services import procs
 from services.kafka_local import free_ports
 from tests.conftest import processes_under
@@ -23,10 +24,10 @@ def test_topics_create_makes_every_registry_topic_once(
     stack = Stack(kafka_bootstrap, tmp_path, unique_prefix("topics"), partitions=3)
     first = stack.vigil("topics", "create")
     assert first.returncode == 0, first.stderr
-    assert first.stdout.count("created ") == 10
+    assert first.stdout.count("created ") == len(TOPICS)
     again = stack.vigil("topics", "create")
     assert again.returncode == 0, again.stderr
-    assert again.stdout.count("exists  ") == 10
+    assert again.stdout.count("exists  ") == len(TOPICS)
     admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
     names = [stack.registry.name(spec.base_name) for spec in stack.registry]
     try:

@@ -63,5 +63,6 @@ def ack_code(reply: bytes) -> str:
     """MSA-1 of an HL7 ACK payload."""
     for segment in reply.replace(b"\n", b"\r").split(b"\r"):
         if segment.startswith(b"MSA"):
-            return segment.decode(errors="replace").split(segment.decode()[3])[1]
+            text = segment.decode("latin-1")  # MSA-1 is ASCII whatever the charset
+            return text.split(text[3])[1]
     raise AssertionError(f"no MSA segment in {reply!r}")

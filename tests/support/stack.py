@@ -101,7 +101,9 @@ class Stack:
 
         def listening() -> bool:
             if proc.poll() is not None:
-                raise AssertionError(f"{kind} listener exited {proc.returncode}:\n{log.read_text()}")
+                raise AssertionError(
+                    f"{kind} listener exited {proc.returncode}:\n{log.read_text()}"
+                )
             match = re.search(rf"^{kind} listening on \S+:(\d+)$", log.read_text(), re.MULTILINE)
             if match:
                 found.append(int(match.group(1)))

@@ -52,7 +52,7 @@ def test_oversize_frame_is_reported_once_and_skipped() -> None:
     assert frames(events) == [b"ok"]
     (error,) = errors(events)
     assert error.kind == "oversize_frame"
-    assert error.preview == big[:64]
+    assert error.preview == big[:100]  # the first max_frame_bytes, kept for the dead letter
     assert "100 bytes" in error.message
     assert not decoder.in_frame
 

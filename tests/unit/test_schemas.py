@@ -423,7 +423,7 @@ CLINICAL_CODES: list[tuple[CodeSystem, str, Quantity]] = [
     (MDC, "150456", Quantity.SPO2),
     (MDC, "MDC_PULS_OXIM_SAT_O2", Quantity.SPO2),
     (LOINC, "59408-5", Quantity.SPO2),
-    (LOINC, "2708-6", Quantity.SPO2),
+    (LOINC, "2708-6", Quantity.SAO2),
     (MDC, "150448", Quantity.PERFUSION_INDEX),
     # Non-invasive BP: both MDC families and LOINC
     (MDC, "150021", Quantity.NBP_SYS),
