@@ -19,9 +19,8 @@ Column meanings (challenge description, Reyna et al., Crit Care Med 2020):
 - ``Lactate`` is documented as mg/dL but its values (median about 1.8) are mmol/L, and
   ``Magnesium`` is documented as mmol/dL but its values (about 2) are mg/dL: the replay
   uses the units the values are in.
-- ``SaO2`` (arterial blood-gas saturation, LOINC 2708-6) has no quantity of its own: Vigil's
-  table files 2708-6 under ``spo2`` (a vitals quantity), so SaO2 is kept on the labs topic
-  as a flagged unknown measurement rather than turned into a bedside SpO2.
+- ``SaO2`` is the blood-gas saturation (LOINC 2708-6, quantity ``sao2`` on labs), not a
+  bedside SpO2.
 - ``Gender`` 0 = female, 1 = male; ``Unit1``/``Unit2`` = 1 for MICU/SICU;
   ``HospAdmTime`` (hours from hospital to ICU admission) is not replayed.
 - ``SepsisLabel`` (1 from 6 h before clinical onset) becomes an OutcomeLabel every hour.
@@ -69,6 +68,7 @@ LAB_COLUMNS: Mapping[str, tuple[Quantity, str]] = MappingProxyType(
         "FiO2": (Quantity.FIO2, "1"),
         "pH": (Quantity.PH, "[pH]"),
         "PaCO2": (Quantity.PACO2, "mm[Hg]"),
+        "SaO2": (Quantity.SAO2, "%"),
         "AST": (Quantity.AST, "U/L"),
         "BUN": (Quantity.UREA_NITROGEN, "mg/dL"),
         "Alkalinephos": (Quantity.ALKALINE_PHOSPHATASE, "U/L"),
@@ -91,7 +91,6 @@ LAB_COLUMNS: Mapping[str, tuple[Quantity, str]] = MappingProxyType(
         "Platelets": (Quantity.PLATELETS, "10*3/uL"),
     }
 )
-SAO2_LOINC = "2708-6"
 
 
 @dataclass(frozen=True)
@@ -174,19 +173,6 @@ def read_patient(
         if vitals:
             yield Outbound("vitals", pid, observation(VitalSigns, pid, vitals, source=row_source))
         labs = _measurements(LAB_COLUMNS, values, col, at)
-        sao2 = _get(values, col, "SaO2")
-        if sao2 is not None:
-            labs.append(
-                Measurement(
-                    quantity=None,
-                    code_system=CodeSystem.LOINC,
-                    code=SAO2_LOINC,
-                    code_label="SaO2",
-                    value=sao2,
-                    unit="%",
-                    observed_at=at,
-                )
-            )
         if labs:
             yield Outbound("labs", pid, observation(LabResults, pid, labs, source=row_source))
         label = _get(values, col, "SepsisLabel")
