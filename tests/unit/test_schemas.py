@@ -14,10 +14,10 @@ from jsonschema import Draft202012Validator
 from pydantic import BaseModel, ValidationError
 
 from schemas.alerts import AlertAck, AlertEvent, AlertPhase, AlertPriority
+from schemas.annotations import GroundTruth
 from schemas.codes import QUANTITIES, Category, CodeSystem, Quantity, lookup
 from schemas.common import SourceInfo
 from schemas.context import ContextEvent
-from schemas.annotations import GroundTruth
 from schemas.deadletter import DeadLetter
 from schemas.derived import (
     Contribution,
