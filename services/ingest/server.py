@@ -175,47 +175,95 @@ class Listener:
                 return
             if not data:
                 return
-            for unit in decoder.feed(data):
-                started = time.perf_counter()
-                reply = await self._handle(unit)
+            started = time.perf_counter()
+            replies = await self._handle_all(decoder.feed(data))
+            for reply in replies:
                 if reply is _CLOSE:
                     log.error("%s: dead letter not saved; closing %s", self.codec.adapter, peer)
                     return
-                if reply:
-                    writer.write(reply)
-                    await asyncio.wait_for(writer.drain(), self.limits.idle_timeout_s)
-                INGEST_ACK_LATENCY.labels(self.codec.adapter).observe(time.perf_counter() - started)
+                writer.write(reply)
+            if replies:
+                await asyncio.wait_for(writer.drain(), self.limits.idle_timeout_s)
+                elapsed = time.perf_counter() - started
+                for _ in replies:
+                    INGEST_ACK_LATENCY.labels(self.codec.adapter).observe(elapsed)
 
-    async def _handle(self, unit: Frame | FramingFault) -> bytes | None:
+    async def _handle_all(self, units: list[Frame | FramingFault]) -> list[bytes]:
+        """Replies, in order, to the frames that arrived together.
+
+        Accepted frames that arrived together (a pipelining sender) are published in
+        one go and acknowledged together once Kafka has all of them; a refusal first
+        settles the accepted frames before it, so replies keep the frames' order. A
+        ``_CLOSE`` reply ends the list: nothing after it is answered.
+        """
         adapter = self.codec.adapter
-        received_at = self.clock()
-        if isinstance(unit, FramingFault):
-            saved = await self._dead_letter(unit.original, unit.error, received_at)
-            INGEST_MESSAGES.labels(adapter, "refused").inc()
-            if not saved:
-                return _CLOSE
-            return self.codec.refuse_fault(unit, received_at) if unit.reply_expected else None
-        outcome = self.codec.interpret(unit, received_at)
-        if isinstance(outcome, Refused):
-            INGEST_MESSAGES.labels(adapter, "refused").inc()
-            if not await self._dead_letter(unit.payload, outcome.error, received_at):
-                return _CLOSE
-            return outcome.reply
-        if outcome.dedupe_key is not None and outcome.dedupe_key in self.recent:
-            INGEST_MESSAGES.labels(adapter, "duplicate").inc()
-            return outcome.reply
+        replies: list[bytes] = []
+        pending: list[Accepted] = []
+        for unit in units:
+            received_at = self.clock()
+            if isinstance(unit, FramingFault):
+                replies += await self._settle(pending)
+                INGEST_MESSAGES.labels(adapter, "refused").inc()
+                if not await self._dead_letter(unit.original, unit.error, received_at):
+                    return [*replies, _CLOSE]
+                reply = self.codec.refuse_fault(unit, received_at) if unit.reply_expected else None
+                replies += [reply] if reply else []
+                continue
+            outcome = self.codec.interpret(unit, received_at)
+            if isinstance(outcome, Refused):
+                replies += await self._settle(pending)
+                INGEST_MESSAGES.labels(adapter, "refused").inc()
+                if not await self._dead_letter(unit.payload, outcome.error, received_at):
+                    return [*replies, _CLOSE]
+                replies += [outcome.reply] if outcome.reply else []
+                continue
+            pending.append(outcome)
+        return replies + await self._settle(pending)
+
+    async def _settle(self, pending: list[Accepted]) -> list[bytes]:
+        """Publish what ``pending`` frames carry (duplicates once); their replies, in order."""
+        if not pending:
+            return []
+        adapter = self.codec.adapter
+        batch = list(pending)
+        pending.clear()
+        records: list[Outbound] = []
+        saved_before: list[bool] = []
+        keys_in_batch: set[str] = set()
+        for outcome in batch:
+            key = outcome.dedupe_key
+            saved_before.append(key is not None and key in self.recent)
+            if key is not None and (key in self.recent or key in keys_in_batch):
+                continue  # published already, or by an earlier frame of this batch
+            records += outcome.records
+            if key is not None:
+                keys_in_batch.add(key)
         try:
-            await self.gateway.publish(outcome.records)
+            if records:
+                await self.gateway.publish(records)
+            stored = True
         except StorageUnavailableError as exc:
-            INGEST_MESSAGES.labels(adapter, "unavailable").inc()
-            log.error("%s: %s; refusing the message (the sender keeps it)", adapter, exc)
-            return outcome.unavailable_reply
-        if outcome.dedupe_key is not None:
-            self.recent.add(outcome.dedupe_key)
-        INGEST_MESSAGES.labels(adapter, "accepted").inc()
-        for record in outcome.records:
-            INGEST_RECORDS.labels(adapter, record.topic).inc()
-        return outcome.reply
+            stored = False
+            log.error(
+                "%s: %s; refusing %d message(s)", adapter, exc, len(batch) - sum(saved_before)
+            )
+        if stored:
+            for key in keys_in_batch:
+                self.recent.add(key)
+            for record in records:
+                INGEST_RECORDS.labels(adapter, record.topic).inc()
+        replies = []
+        for outcome, was_saved in zip(batch, saved_before, strict=True):
+            if was_saved:
+                INGEST_MESSAGES.labels(adapter, "duplicate").inc()
+                replies.append(outcome.reply)
+            elif stored:
+                INGEST_MESSAGES.labels(adapter, "accepted").inc()
+                replies.append(outcome.reply)
+            else:
+                INGEST_MESSAGES.labels(adapter, "unavailable").inc()
+                replies.append(outcome.unavailable_reply)
+        return replies
 
     async def _dead_letter(
         self, original: bytes, error: InputRefusedError, received_at: datetime
