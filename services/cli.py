@@ -34,10 +34,10 @@ main.add_command(kafka_group)
 
 def _register_ingestion() -> None:
     from services.cli_hl7 import hl7_group
-    from services.cli_ingest import context_group, crrt_group, nirs_group
+    from services.cli_ingest import context_group, crrt_group, listen_all, nirs_group
     from services.cli_replay import replay
 
-    for command in (hl7_group, nirs_group, crrt_group, context_group, replay):
+    for command in (hl7_group, nirs_group, crrt_group, context_group, listen_all, replay):
         main.add_command(command)
 
 

@@ -24,17 +24,18 @@ from services.ingest.server import Codec
 from services.kafka_io import TopicLayoutError, check_topics
 
 
-def _serve(settings: Settings, spec: ListenerSpec) -> None:
+def _serve(settings: Settings, *specs: ListenerSpec) -> None:
     def ready(adapter: str, host: str, port: int) -> None:
         click.echo(f"{adapter} listening on {host}:{port}")
         sys.stdout.flush()
 
     try:
-        asyncio.run(serve_listeners(settings, [spec], on_ready=ready))
+        asyncio.run(serve_listeners(settings, specs, on_ready=ready))
     except TopicLayoutError as exc:
         raise click.ClickException(str(exc)) from exc
     except OSError as exc:
-        raise click.ClickException(f"cannot listen on port {spec.port}: {exc}") from exc
+        ports = ", ".join(str(spec.port) for spec in specs)
+        raise click.ClickException(f"cannot listen on port(s) {ports}: {exc}") from exc
 
 
 _PORT = click.option(
@@ -49,6 +50,41 @@ def hl7_listen(port: int | None) -> None:
     settings = load_settings()
     codec: Codec = Hl7Codec(site_tz=settings.site_tz)
     _serve(settings, ListenerSpec(codec, settings.hl7_port if port is None else port, HL7_TOPICS))
+
+
+@click.command("listen")
+@click.option("--hl7-port", type=click.IntRange(0, 65535), default=None)
+@click.option("--nirs-port", type=click.IntRange(0, 65535), default=None)
+@click.option("--crrt-port", type=click.IntRange(0, 65535), default=None)
+@click.option("--context-port", type=click.IntRange(0, 65535), default=None)
+def listen_all(
+    hl7_port: int | None, nirs_port: int | None, crrt_port: int | None, context_port: int | None
+) -> None:
+    """Every listener in one process: HL7/MLLP, NIRS, CRRT and context lines.
+
+    Ports default to VIGIL_HL7_PORT, VIGIL_NIRS_PORT, VIGIL_CRRT_PORT, VIGIL_CONTEXT_PORT.
+    """
+    settings = load_settings()
+    zone = settings.site_tz
+
+    def chosen(option: int | None, default: int) -> int:
+        return default if option is None else option
+
+    _serve(
+        settings,
+        ListenerSpec(Hl7Codec(site_tz=zone), chosen(hl7_port, settings.hl7_port), HL7_TOPICS),
+        ListenerSpec(
+            LineCodec("nirs", site_tz=zone), chosen(nirs_port, settings.nirs_port), ("nirs",)
+        ),
+        ListenerSpec(
+            LineCodec("crrt", site_tz=zone), chosen(crrt_port, settings.crrt_port), ("crrt",)
+        ),
+        ListenerSpec(
+            LineCodec("context", site_tz=zone),
+            chosen(context_port, settings.context_port),
+            ("context",),
+        ),
+    )
 
 
 @dataclass

@@ -2,7 +2,9 @@
 
 Starts a fresh local Kafka (unless KAFKA_BOOTSTRAP_SERVERS is given, in which case a
 run-specific topic prefix and app id keep the demo apart from everything else),
-creates the topics, starts the worker and a simulated ICU as child processes,
+creates the topics, starts the worker, the ingestion listeners (HL7/MLLP, NIRS, CRRT,
+context; on their configured ports, or free ones when those are taken) and a
+simulated ICU as child processes,
 prints alerts as they come, and stops everything, children first, on Ctrl-C,
 SIGTERM, a child's exit, or after ``seconds``. A second Ctrl-C stops at once.
 """
@@ -12,6 +14,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -29,7 +32,7 @@ from services.alerts_tail import format_alert, tail_alerts
 from services.cli_kafka import local_kafka_from_settings
 from services.config import Settings
 from services.kafka_io import create_topics
-from services.kafka_local import KafkaProvisioningError, LocalKafka, wait_for_broker
+from services.kafka_local import KafkaProvisioningError, LocalKafka, free_port, wait_for_broker
 
 
 @dataclass
@@ -52,6 +55,16 @@ def _log_tail(path: Path, lines: int = 30) -> str:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     except OSError:
         return "(no log)"
+
+
+def _usable_port(host: str, port: int) -> int:
+    """``port`` if it can be bound now, else any free one (a demo must not fail on it)."""
+    with socket.socket() as probe:
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return free_port(host)
+    return port
 
 
 def run_system(settings: Settings, *, beds: int, speed: str, seconds: float | None) -> int:
@@ -105,8 +118,20 @@ def run_system(settings: Settings, *, beds: int, speed: str, seconds: float | No
             "VIGIL_DATA_DIR": str(run_dir),
         }
         vigil = [sys.executable, "-m", "services.cli"]
+        host = settings.ingest_host
+        ports = {
+            kind: _usable_port(host, port)
+            for kind, port in (
+                ("hl7", settings.hl7_port),
+                ("nirs", settings.nirs_port),
+                ("crrt", settings.crrt_port),
+                ("context", settings.context_port),
+            )
+        }
+        listen = [*vigil, "listen", *(a for k, p in ports.items() for a in (f"--{k}-port", str(p)))]
         for name, argv in (
             ("worker", [*vigil, "worker"]),
+            ("listeners", listen),
             ("simulator", [*vigil, "simulate", "--beds", str(beds), "--speed", speed]),
         ):
             log = logs / f"{name}.log"
@@ -114,7 +139,10 @@ def run_system(settings: Settings, *, beds: int, speed: str, seconds: float | No
             processes.append(proc)
             children.append(_Child(name, _process_alive(proc), log))
         click.echo(
-            f"worker and simulator ({beds} beds, speed {speed}) started; logs in {logs}\n"
+            f"worker, listeners and simulator ({beds} beds, speed {speed}) started;"
+            f" logs in {logs}\n"
+            f"send HL7 v2 (MLLP) to {host}:{ports['hl7']}, NIRS lines to {host}:{ports['nirs']},"
+            f" CRRT lines to {host}:{ports['crrt']}, context lines to {host}:{ports['context']}\n"
             f"metrics: http://{settings.metrics_host}:{settings.metrics_port}/metrics\n"
             "waiting for alerts (Ctrl-C stops everything)..."
         )

@@ -15,7 +15,14 @@ from schemas.topics import TOPICS
 from services import procs
 from services.kafka_local import free_ports
 from tests.conftest import processes_under
+from tests.support.sockets import MllpClient, ack_code
 from tests.support.stack import STARTED_PIDS, Stack, unique_prefix
+
+PCD01_MESSAGE = (
+    b"MSH|^~\\&|MON|ICU|VIGIL|HOSP|20260101120000+0000||ORU^R01|RUN-1|P|2.6\r"
+    b"PID|||MRN-RUN^^^^MR\rOBR|1|||x|||20260101115900+0000\r"
+    b"OBX|1|NM|150456^MDC_PULS_OXIM_SAT_O2^MDC|1.1.1.1|94|262688^MDC_DIM_PERCENT^MDC"
+)
 
 
 def test_topics_create_makes_every_registry_topic_once(
@@ -50,13 +57,15 @@ def _children_of(pid: int) -> set[int]:
 
 
 def test_vigil_run_shows_an_alert_and_ctrl_c_leaves_no_process(tmp_path: Path) -> None:
-    """The embedded default: its own fresh broker, worker and simulator; SIGINT stops all."""
-    kafka_port, controller_port, metrics_port = free_ports(3)
+    """The embedded default: its own fresh broker, worker, listeners and simulator; an HL7
+    message sent to the printed port is acknowledged; SIGINT stops all."""
+    kafka_port, controller_port, metrics_port, hl7_port = free_ports(4)
     env = {key: value for key, value in os.environ.items() if key != "KAFKA_BOOTSTRAP_SERVERS"} | {
         "VIGIL_DATA_DIR": str(tmp_path),
         "VIGIL_KAFKA_PORT": str(kafka_port),
         "VIGIL_KAFKA_CONTROLLER_PORT": str(controller_port),
         "VIGIL_METRICS_PORT": str(metrics_port),
+        "VIGIL_HL7_PORT": str(hl7_port),
         "PYTHONUNBUFFERED": "1",
     }
     out_path = tmp_path / "run.out"
@@ -75,8 +84,14 @@ def test_vigil_run_shows_an_alert_and_ctrl_c_leaves_no_process(tmp_path: Path) -
             time.sleep(0.5)
         output = out_path.read_text()
         assert "START  MEDIUM ICU1-01  sim-001  MAP below 65 mmHg" in output, output
+        assert f"send HL7 v2 (MLLP) to 127.0.0.1:{hl7_port}" in output
+        client = MllpClient(hl7_port)
+        try:
+            assert ack_code(client.send(PCD01_MESSAGE)) == "AA"
+        finally:
+            client.close()
         children = _children_of(run.pid)
-        assert len(children) >= 3, "broker, worker and simulator run as children"
+        assert len(children) >= 4, "broker, worker, listeners and simulator run as children"
         run.send_signal(signal.SIGINT)
         assert run.wait(timeout=120) == 0, out_path.read_text()
     finally:

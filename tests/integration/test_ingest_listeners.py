@@ -197,3 +197,36 @@ def test_context_lines_reach_the_context_topic(stack: Stack) -> None:
     assert [(v["kind"], v["weight_kg"], v["source"]["adapter"]) for v in values] == [
         ("weight", 71.5, "context")
     ]
+
+
+def test_connections_over_the_limit_are_closed_and_the_others_served(stack: Stack) -> None:
+    _proc, port = stack.start_listener("crrt", env={"VIGIL_INGEST_MAX_CONNECTIONS": "2"})
+    at = (datetime.now(UTC) - timedelta(minutes=1)).isoformat()
+    line = f"CRRT v=1 patient=MRN7 device=PRISMAFLEX-2 time={at} mode=CVVHDF blood_flow=150"
+    first, second = LineClient(port), LineClient(port)
+    try:
+        second.send_lines([(line + " id=a").encode()])
+        assert second.read_replies(1) == ["OK 1 id=a"]  # both connections are open now
+        third = socket.create_connection(("127.0.0.1", port), timeout=30)
+        try:
+            assert third.recv(10) == b""  # closed at once: over the limit
+        finally:
+            third.close()
+        first.send_lines([(line + " id=b").encode()])
+        assert first.read_replies(1) == ["OK 1 id=b"]
+    finally:
+        first.close()
+        second.close()
+    deadline = time.monotonic() + 10
+    while True:  # a freed slot is usable again
+        client = LineClient(port)
+        try:
+            client.send_lines([(line + " id=c").encode()])
+            assert client.read_replies(1) == ["OK 1 id=c"]
+            break
+        except ConnectionError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+        finally:
+            client.close()
