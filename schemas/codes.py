@@ -163,7 +163,11 @@ _TABLE = (
         Quantity.PULSE_RATE,
         _V,
         _PER_MIN,
-        mdc=(("149530", "MDC_PULS_OXIM_PULS_RATE"), ("149546", "MDC_PULS_RATE_NON_INV")),
+        mdc=(
+            ("149530", "MDC_PULS_OXIM_PULS_RATE"),
+            ("149546", "MDC_PULS_RATE_NON_INV"),
+            ("149522", "MDC_BLD_PULS_RATE_INV"),  # from the arterial line (GE, Comen)
+        ),
     ),
     _q(
         Quantity.SPO2,
@@ -216,7 +220,13 @@ _TABLE = (
         loinc=("76214-6",),
     ),
     _q(Quantity.RESP_RATE, _V, _PER_MIN, mdc=(("151562", "MDC_RESP_RATE"),), loinc=("9279-1",)),
-    _q(Quantity.TEMPERATURE, _V, "Cel", mdc=(("150344", "MDC_TEMP"),), loinc=("8310-5",)),
+    _q(
+        Quantity.TEMPERATURE,
+        _V,
+        "Cel",
+        mdc=(("150344", "MDC_TEMP"), ("188496", "MDC_TEMP_AXIL")),
+        loinc=("8310-5",),
+    ),
     _q(Quantity.CVP, _V, _MMHG, mdc=(("150084", "MDC_PRESS_BLD_VEN_CENT"),), loinc=("60985-9",)),
     _q(Quantity.CVP_MEAN, _V, _MMHG, mdc=(("150087", "MDC_PRESS_BLD_VEN_CENT_MEAN"),)),
     _q(Quantity.ETCO2, _V, _MMHG, mdc=(("151708", "MDC_AWAY_CO2_ET"),), loinc=("19889-5",)),

@@ -72,6 +72,9 @@ _ALIASES: Mapping[str, str] = MappingProxyType(
         "{beat}/min": "/min",
         "{breaths}/min": "/min",
         "{breath}/min": "/min",
+        "breaths/min": "/min",
+        "beats/min": "/min",
+        "br/min": "/min",
         "bpm": "/min",
         "rpm": "/min",
         "264864": "/min",
@@ -204,13 +207,29 @@ _BY_QUANTITY: Mapping[tuple[Quantity, str], Callable[[float], float]] = MappingP
 _CANONICAL_DIGITS = 4  # conversions round to this many decimals (no float noise on topics)
 
 
+def _case_insensitive_aliases() -> Mapping[str, str]:
+    """Aliases by lower case, leaving out spellings whose case matters (G/L vs g/L)."""
+    targets: dict[str, set[str]] = {}
+    for alias, target in _ALIASES.items():
+        targets.setdefault(alias.lower(), set()).add(target)
+    return MappingProxyType({k: next(iter(v)) for k, v in targets.items() if len(v) == 1})
+
+
+_ALIASES_ANY_CASE = _case_insensitive_aliases()
+
+
 def canonical_unit_spelling(unit: str) -> str | None:
     """The UCUM spelling of ``unit`` (alias, MDC code or reference id), if known.
 
+    Exact spellings first; then any case, unless the case changes the meaning.
+
     >>> canonical_unit_spelling("MDC_DIM_MMHG"), canonical_unit_spelling("furlong")
     ('mm[Hg]', None)
+    >>> [canonical_unit_spelling(u) for u in ("BPM", "MMHG", "G/L", "g/L")]
+    ['/min', 'mm[Hg]', '10*3/uL', 'g/L']
     """
-    return _ALIASES.get(unit.strip())
+    text = unit.strip()
+    return _ALIASES.get(text) or _ALIASES_ANY_CASE.get(text.lower())
 
 
 def to_canonical(quantity: Quantity, value: float, unit: str) -> float:

@@ -46,7 +46,7 @@ class KafkaGateway:
             client_id=client_id,
             acks="all",
             enable_idempotence=True,
-            linger_ms=2,
+            linger_ms=0,
             max_batch_size=256 * 1024,
             request_timeout_ms=timeout_ms,
             metadata_max_age_ms=30_000,

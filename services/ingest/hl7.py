@@ -88,6 +88,7 @@ _NO_RESULT_STATUS = {
 _ARTEFACT_FLAGS = frozenset(
     {"INV", "INVALID", "QUES", "QUESTIONABLE", "CAL", "CALIBRATION-ONGOING", "TEST", "DEMO"}
 )
+_MDIL_CODE = re.compile(r"[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}")
 _ARRAY_TYPES = frozenset({"NA", "NR", "MA"})
 _SKIPPED_TYPES = frozenset({"ED", "RP", "AD", "PN", "XAD", "XPN", "CP", "MO"})
 _CODED_TYPES = frozenset({"CWE", "CE", "CNE", "CF", "IS", "ID"})
@@ -184,10 +185,18 @@ def _parse(raw: bytes, *, received_at: datetime, site_tz: tzinfo) -> Hl7Message:
     msh = msg.segments[0]
     warnings = list(msg.warnings)
     msh7 = header.message_datetime
-    msh_tz = dtm_offset(msh7) if msh7 else None
+    try:
+        msh_tz = dtm_offset(msh7) if msh7 else None
+    except ValueError:
+        msh_tz = None
     ctx = _Ctx(msg, header, received_at.astimezone(UTC), site_tz, msh_tz, None, warnings)
-    ctx.sent_at = ctx.dtm(msh, 7)
-    if ctx.sent_at is None:
+    try:
+        ctx.sent_at = ctx.dtm(msh, 7)
+    except Hl7RefusedError as exc:
+        # MSH-7 is the message's own time, not an observation's: the observations
+        # carry theirs (OBX-14 / OBR-7), so a bad MSH-7 is no reason to lose them.
+        warnings.append(f"{exc} (ignored: observation times come from OBX-14/OBR-7)")
+    if ctx.sent_at is None and not msh7:
         warnings.append("MSH-7 (message date/time) missing")
     if not header.control_id:
         warnings.append("MSH-10 (message control id) missing")
@@ -303,6 +312,16 @@ def _location(ctx: _Ctx, pv1: Segment | None) -> _Location:
     unit = msg.text(pv1, 3, 1) or None
     bed = msg.text(pv1, 3, 3) or None
     site = msg.text(pv1, 3, 4) or None
+    reps = msg.reps(pv1.raw(3))
+    raw_bed = msg.comp(reps[0], 3) if reps else ""
+    sub = ctx.header.encoding.subcomponent
+    if sub in raw_bed:
+        # PL.3 (bed) is an IS without subcomponents, but some gateways send ward&bed
+        # there: the bed is the second part, the ward stands in for an empty PL.1.
+        parts = [msg.unescape(p).strip() for p in raw_bed.split(sub)]
+        bed = parts[1] if len(parts) > 1 and parts[1] else (parts[0] or None)
+        unit = unit or parts[0] or None
+        ctx.warnings.append(f"PV1-3.3 {raw_bed[:32]!r} has subcomponents: bed {bed!r}")
     return _Location(
         bed=_clip(ctx, bed, 32, "PV1-3 bed"),
         care_unit=_clip(ctx, unit, 32, "PV1-3 point of care"),
@@ -323,6 +342,7 @@ class _Group:
     mds_ids: list[str] = field(default_factory=list)
     order_ids: list[str] = field(default_factory=list)
     mdc_coded: bool = False
+    loinc_coded: bool = False
 
 
 @dataclass
@@ -373,9 +393,13 @@ def _oru(ctx: _Ctx) -> list[Outbound]:
     return records
 
 
-def _containment(text: str) -> tuple[int, ...] | None:
+def _containment(text: str, *, single_level: bool = False) -> tuple[int, ...] | None:
+    """OBX-4 as an MDS.VMD.CHAN.METRIC path; ``single_level`` also reads a bare ``1``
+    (an MDS row written without its trailing zeros)."""
     parts = text.split(".")
-    if len(parts) < 2 or not all(_SUB_ID_PART.fullmatch(p) for p in parts):
+    if not all(_SUB_ID_PART.fullmatch(p) for p in parts):
+        return None
+    if len(parts) < 2 and not single_level:
         return None
     return tuple(int(p) for p in parts)
 
@@ -427,6 +451,10 @@ def _resolve_code(ctx: _Ctx, seg: Segment) -> _Code:
         raise _invalid(f"OBX {seg.index}: OBX-3 observation identifier missing", seg, 3, "101")
     for ident, text, system_name in candidates:
         system = _code_system(system_name)
+        if _MDIL_CODE.fullmatch(ident):
+            # Philips MDIL writes an MDC term as hex partition-code: 0002-4bb8 = 150456.
+            partition, term = (int(part, 16) for part in ident.split("-"))
+            system, ident = CodeSystem.MDC, str(partition * 65536 + term)
         quantity = (lookup(system, ident) if ident else None) or (
             lookup(system, text) if text else None
         )
@@ -448,7 +476,9 @@ def _units(ctx: _Ctx, seg: Segment) -> str:
     for i in (0, 1, 3, 4):
         if i < len(comps) and comps[i] and canonical_unit_spelling(comps[i]) is not None:
             return comps[i]
-    unit = next((c for c in comps[:2] if c), "")
+    # Unknown unit: keep the reference id (MDC_DIM_...) over a bare numeric code.
+    code, label = [*comps, "", ""][:2]
+    unit = label if label and (not code or code.isdigit()) else code
     return _clip(ctx, unit, 32, f"OBX {seg.index} unit") or ""
 
 
@@ -470,14 +500,17 @@ def _value(
     if vtype == "NM" or (not vtype and _number(msg.unescape(raw)) is not None):
         value = _number(msg.unescape(raw))
         if value is None:
-            raise _invalid(f"{where}: NM value {raw[:40]!r} is not a number", seg, 5, "102")
+            text = msg.unescape(raw).strip()[:256]
+            ctx.warnings.append(f"{where}: NM value {text[:40]!r} is not a number: kept as text")
+            return None, text or None
         return value, None
     if vtype == "SN":
         comps = [msg.unescape(c).strip() for c in msg.comps(raw)] + ["", "", "", ""]
         comparator, num1, separator, num2 = comps[:4]
-        for num in (num1, num2):
-            if num and _number(num) is None:
-                raise _invalid(f"{where}: SN value {raw[:40]!r} is malformed", seg, 5, "102")
+        if any(num and _number(num) is None for num in (num1, num2)):
+            text = msg.unescape(raw).strip()[:256]
+            ctx.warnings.append(f"{where}: SN value {text[:40]!r} is malformed: kept as text")
+            return None, text or None
         if comparator in ("", "=") and not separator and not num2 and num1:
             return _number(num1), None
         return None, f"{comparator}{num1}{separator}{num2}"
@@ -524,14 +557,20 @@ def _obx(
     seg_name = _name(seg, msg)
     if code.system is CodeSystem.MDC:
         group.mdc_coded = True
+    elif code.system is CodeSystem.LOINC:
+        group.loinc_coded = True
     vtype = msg.text(seg, 2).upper()
     status = msg.text(seg, 11).upper()
     sub_id = msg.text(seg, 4)
-    path = _containment(sub_id)
+    value_present = bool(seg.raw(5).strip()) and seg.raw(5).strip() != '""'
+    path = _containment(
+        sub_id, single_level=code.system is CodeSystem.MDC and (status == "X" or not value_present)
+    )
     level = len(_prefix(path)) if path is not None else None
     equipment = _equipment_id(msg, seg)
-    value_present = bool(seg.raw(5).strip()) and seg.raw(5).strip() != '""'
-    hierarchy = status == "X" or (not value_present and level is not None and level < 4)
+    # A device-hierarchy row (MDS/VMD/CHAN) carries identity, not a value. A metric
+    # with status X ("no result") and a value is not one: it is skipped with a warning.
+    hierarchy = not value_present and (status == "X" or (level is not None and level < 4))
     if equipment is not None and path is not None and (hierarchy or level == 1):
         key = _prefix(path)
         order.devices[key] = equipment
@@ -625,7 +664,8 @@ def _result_status(statuses: Sequence[str]) -> Literal["P", "F", "C"]:
 
 
 def _observation_records(ctx: _Ctx, group: _Group) -> list[Outbound]:
-    unknown_topic = Category.VITALS if group.mdc_coded else Category.LABS
+    lab_message = group.loinc_coded and not group.mdc_coded
+    unknown_topic = Category.LABS if lab_message else Category.VITALS
     by_topic: dict[Category, list[tuple[Measurement, str]]] = {}
     for m, status in group.measurements:
         category = QUANTITIES[m.quantity].category if m.quantity else unknown_topic

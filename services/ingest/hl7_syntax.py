@@ -45,7 +45,7 @@ _LINES = re.compile(rb"\r\n|\r|\n")
 _TEXT_LINES = re.compile(r"\r\n|\r|\n")
 _DTM = re.compile(
     r"^(?P<y>\d{4})(?P<mo>\d{2})?(?P<d>\d{2})?(?P<h>\d{2})?(?P<mi>\d{2})?(?P<s>\d{2})?"
-    r"(?:\.(?P<f>\d{1,6}))?(?P<tz>[+-]\d{4})?$",
+    r"(?:\.(?P<f>\d{1,6})|(?<=\d{14})(?P<ms>\d{3}))?(?P<tz>[+-]\d{4})?$",
     re.ASCII,
 )
 
@@ -505,8 +505,12 @@ def parse_dtm(value: str, *, default_tz: tzinfo | None = None, site_tz: tzinfo) 
     """HL7 DTM ``YYYY[MM[DD[HH[MM[SS[.S{1,4}]]]]]][+/-ZZZZ]`` (v2.6 2A.22) as UTC.
 
     Without an offset, ``default_tz`` (the offset of MSH-7) applies, else ``site_tz``.
-    Tolerated: a TS precision component after ``^`` and up to 6 fraction digits.
+    Tolerated: a TS precision component after ``^``, up to 6 fraction digits, and
+    milliseconds written without the dot (``YYYYMMDDHHMMSSmmm``, seen from gateways).
     Raises ``ValueError`` for anything else.
+
+    >>> parse_dtm("20260124131540250+0800", site_tz=UTC).isoformat()
+    '2026-01-24T05:15:40.250000+00:00'
 
     >>> parse_dtm("20210425230331.496-0400", site_tz=UTC).isoformat()
     '2021-04-26T03:03:31.496000+00:00'
@@ -525,7 +529,7 @@ def parse_dtm(value: str, *, default_tz: tzinfo | None = None, site_tz: tzinfo) 
         raise ValueError(f"{value!r}: fractional seconds need seconds")
     try:
         tz = _offset(match["tz"]) if match["tz"] else (default_tz or site_tz)
-        fraction = match["f"] or ""
+        fraction = match["f"] or match["ms"] or ""
         naive = datetime(  # noqa: DTZ001 - zone attached below (fold-aware for zoneinfo)
             int(match["y"]),
             int(match["mo"] or 1),

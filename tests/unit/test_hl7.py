@@ -354,7 +354,6 @@ def test_adt_other_events_are_unsupported_event_codes() -> None:
         (b"MSH|^~\\&|A|||||||c|P|2.6\rthis is not a segment", "hl7_parse_error"),
         (b"MSH|^~\\&|A|||||QRY^A19|c|P|2.6", "unsupported_message_type"),
         (b"MSH|^~\\&|A||||||c|P|2.6", "unsupported_message_type"),
-        (b"MSH|^~\\&|A||||20261340||ORU^R01|c|P|2.6\rPID|||1", "invalid_message"),
     ],
 )
 def test_refusal_reasons(raw: bytes, reason: str) -> None:
@@ -385,10 +384,9 @@ def test_unusable_patient_identifiers(pid3: bytes) -> None:
         (b"|20260301104455\r", b"|20260230104455\r", "OBX-14"),  # 30 February
         (b"|20260301104455\r", b"|20260301104455+2500\r", "OBX-14"),  # offset
         (b"|||20260301104459\r", b"|||yesterday\r", "OBR-7"),
-        (b"|88|", b"|8 8|", "not a number"),
     ],
 )
-def test_bad_values_are_invalid_messages(old: bytes, new: bytes, where: str) -> None:
+def test_bad_observation_times_are_invalid_messages(old: bytes, new: bytes, where: str) -> None:
     raw = fixture("ge_style_oru_r01.hl7").replace(b"\r\n", b"\r")
     mutated = raw.replace(old, new, 1)
     assert mutated != raw
@@ -534,3 +532,80 @@ def test_oru_with_no_values_publishes_nothing_but_parses() -> None:
     m = parse(raw)
     assert m.records == ()
     assert any("nothing to publish" in w for w in m.warnings)
+
+
+def test_a_bad_msh7_is_a_warning_when_the_observations_have_their_own_times() -> None:
+    raw = fixture("ge_style_oru_r01.hl7").replace(b"|20260301104500+0100|", b"|20261340|", 1)
+    message = parse(raw)
+    assert any("MSH-7" in w for w in message.warnings)
+    assert message.sent_at is None
+    assert only(message, "vitals").measurements  # nothing lost
+
+
+def test_milliseconds_without_a_dot_in_msh7_are_read() -> None:
+    raw = fixture("ge_style_oru_r01.hl7").replace(
+        b"|20260301104500+0100|", b"|20260301104500250+0100|", 1
+    )
+    sent_at = parse(raw).sent_at
+    assert sent_at is not None
+    assert sent_at.isoformat() == "2026-03-01T09:45:00.250000+00:00"
+
+
+def test_a_non_numeric_nm_value_is_kept_as_text_not_a_refusal() -> None:
+    raw = fixture("ge_style_oru_r01.hl7").replace(b"\r\n", b"\r")
+    mutated = raw.replace(b"|88|", b"|8 8|", 1)
+    assert mutated != raw
+    message = parse(mutated)
+    kept = [m for m in only(message, "vitals").measurements if m.value_text == "8 8"]
+    assert len(kept) == 1
+    assert kept[0].quantity is None  # a numeric quantity with a text value: flagged unknown
+    assert any("not a number" in w for w in message.warnings)
+    # the other observations of the message are all still there
+    assert len(only(message, "vitals").measurements) == len(only(parse(raw), "vitals").measurements)
+
+
+def test_a_ward_and_bed_in_subcomponents_of_pv1_3_give_the_bed() -> None:
+    raw = fixture("ge_style_oru_r01.hl7").replace(b"\r\n", b"\r")
+    pv1 = next(line for line in raw.split(b"\r") if line.startswith(b"PV1"))
+    mutated = raw.replace(pv1, b"PV1||I|^^ICU&07")
+    message = parse(mutated)
+    vitals = only(message, "vitals")
+    assert (vitals.bed, vitals.care_unit) == ("07", "ICU")
+    assert any("PV1-3.3" in w for w in message.warnings)
+
+
+def test_a_metric_with_status_x_and_a_value_is_skipped_with_a_warning() -> None:
+    raw = (
+        b"MSH|^~\\&|MON|ICU|||20260306115900+0000||ORU^R01|x1|P|2.6\r"
+        b"PID|||p1^^^^MR\rOBR|1|||x|||20260306115800+0000\r"
+        b"OBX|1|NM|150456^MDC_PULS_OXIM_SAT_O2^MDC|1.1.1.1|127|262688^MDC_DIM_PERCENT^MDC|||||X\r"
+        b"OBX|2|NM|147842^MDC_ECG_HEART_RATE^MDC|1.2.1.1|80|264864^MDC_DIM_BEAT_PER_MIN^MDC|||||R"
+    )
+    message = parse(raw)
+    assert [m.code for m in only(message, "vitals").measurements] == ["147842"]
+    assert any("status X" in w for w in message.warnings)
+
+
+def test_an_mds_row_with_a_one_level_containment_gives_its_device_id() -> None:
+    raw = (
+        b"MSH|^~\\&|MON|ICU|||20260306115900+0000||ORU^R01|x2|P|2.6\r"
+        b"PID|||p1^^^^MR\rOBR|1|||x|||20260306115800+0000\r"
+        b"OBX|1||69965^MDC_DEV_MON_PHYSIO_MULTI_PARAM_MDS^MDC|1|||||||X|||||||AABBCCDDEEFF0011^EUI-64\r"
+        b"OBX|2|NM|147842^MDC_ECG_HEART_RATE^MDC|1.0.0.1|80|264864^MDC_DIM_BEAT_PER_MIN^MDC|||||R"
+    )
+    (heart_rate,) = only(parse(raw), "vitals").measurements
+    assert heart_rate.device_id == "AABBCCDDEEFF0011"
+
+
+def test_unknown_codes_of_a_device_message_without_mdc_codes_stay_on_vitals() -> None:
+    raw = (
+        b"MSH|^~\\&|MON|ICU|||20260306115900+0000||ORU^R01|x3|P|2.6\r"
+        b"PID|||p1^^^^MR\rOBR|1|||x|||20260306115800+0000\r"
+        b"OBX|1|NM|0002-4bb8^SpO2^MDIL|1|97|%|||||R\r"
+        b"OBX|2|NM|ACVPU^Alertness^99VENDOR|2|1||||||R"
+    )
+    message = parse(raw)
+    assert [r.topic for r in message.records] == ["vitals"]
+    spo2, vendor = only(message, "vitals").measurements
+    assert (spo2.quantity, spo2.code, spo2.value) == (Quantity.SPO2, "150456", 97.0)  # MDIL hex
+    assert vendor.quantity is None
