@@ -13,7 +13,7 @@ from services.ingest import InputRefusedError
 from services.ingest.hl7 import build_ack, parse_hl7
 from services.ingest.hl7_syntax import Hl7Header, recover_header
 from services.ingest.lines import PARSERS, LineKind, is_skippable, reply_line
-from services.ingest.mllp import MllpDecoder, MllpFrame, encode_frame
+from services.ingest.mllp import MllpDecoder, MllpEvent, MllpFrame, encode_frame
 from services.ingest.server import Accepted, Frame, FramingFault, Refused
 
 HL7_TOPICS = ("vitals", "nirs", "crrt", "labs", "context")
@@ -51,7 +51,8 @@ class LineDecoder:
         while True:
             end = self._buffer.find(b"\n")
             if end < 0:
-                if self._discarding is None and len(self._buffer) > self._max:
+                # one byte of slack: the CR of a CRLF may arrive before its LF
+                if self._discarding is None and len(self._buffer) > self._max + 1:
                     self._discarding = bytes(self._buffer[: self._max])
                 if self._discarding is not None:
                     self._buffer.clear()
@@ -68,6 +69,21 @@ class LineDecoder:
                 units.append(self._fault(line[: self._max]))
             elif not is_skippable(line):
                 units.append(Frame(line, self._seq))
+
+    @property
+    def in_frame(self) -> bool:
+        return bool(self._buffer) or self._discarding is not None
+
+    def close(self) -> list[FramingFault]:
+        """End of stream: a last line without its LF is kept as a fault (no reply)."""
+        rest = self._discarding if self._discarding is not None else bytes(self._buffer)
+        self._buffer.clear()
+        self._discarding = None
+        if not rest.strip():
+            return []
+        self._seq += 1
+        error = InputRefusedError("line_parse_error", "stream ended inside a line (no LF)")
+        return [FramingFault(error, rest[: self._max], reply_expected=False, seq=self._seq)]
 
     def _fault(self, beginning: bytes) -> FramingFault:
         error = InputRefusedError("line_parse_error", f"line longer than {self._max} bytes")
@@ -116,9 +132,19 @@ class Hl7FrameDecoder:
     def __init__(self, max_frame_bytes: int) -> None:
         self._mllp = MllpDecoder(max_frame_bytes)
 
+    @property
+    def in_frame(self) -> bool:
+        return self._mllp.in_frame
+
+    def close(self) -> list[FramingFault]:
+        return [f for f in self._units(self._mllp.close()) if isinstance(f, FramingFault)]
+
     def feed(self, data: bytes) -> list[Frame | FramingFault]:
+        return self._units(self._mllp.feed(data))
+
+    def _units(self, events: list[MllpEvent]) -> list[Frame | FramingFault]:
         units: list[Frame | FramingFault] = []
-        for event in self._mllp.feed(data):
+        for event in events:
             if isinstance(event, MllpFrame):
                 units.append(Frame(event.payload))
                 continue
@@ -160,9 +186,12 @@ class Hl7Codec:
         return Accepted(
             records=message.records,
             reply=self._ack(_ack_code(header, "accept"), header, frame.payload, received_at),
+            # Without an MSH-10 there is nothing to recognise a resend by: no de-duplication.
             dedupe_key="|".join(
                 (header.sending_application, header.sending_facility, message.control_id)
-            ),
+            )
+            if message.control_id
+            else None,
             unavailable_reply=self._nak(header, frame.payload, unavailable, received_at),
         )
 

@@ -57,9 +57,11 @@ async def serve_listeners(
     )
     await gateway.start()
     servers: list[asyncio.Server] = []
+    listeners: list[Listener] = []
     try:
         for spec in specs:
             listener = Listener(spec.codec, gateway, limits_of(settings))
+            listeners.append(listener)
             server = await listener.serve(settings.ingest_host, spec.port)
             servers.append(server)
             port = server.sockets[0].getsockname()[1]
@@ -68,9 +70,8 @@ async def serve_listeners(
         log.info("stopping listeners")
     finally:
         for server in servers:
-            server.close()
-        for server in servers:
-            await server.wait_closed()
-        await gateway.stop()
+            server.close()  # no new connections
+        await asyncio.gather(*(listener.shutdown() for listener in listeners))
+        await gateway.stop()  # flushes writes still in flight
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(signum)

@@ -148,6 +148,33 @@ def test_an_idle_or_silent_peer_does_not_stall_others_and_is_closed(
         half.close()
 
 
+def test_a_peer_trickling_a_frame_is_closed_at_the_frame_deadline(
+    stack: Stack, hl7_port: int
+) -> None:
+    trickle = socket.create_connection(("127.0.0.1", hl7_port), timeout=30)
+    trickle.setblocking(False)
+    started = time.monotonic()
+    closed_after: float | None = None
+    try:
+        trickle.send(b"\x0bMSH|^~\\&|")
+        while time.monotonic() - started < 12:
+            time.sleep(0.5)
+            try:
+                trickle.send(b"x")  # a byte every 0.5 s: never idle for 3 s
+                if trickle.recv(10) == b"":
+                    closed_after = time.monotonic() - started
+                    break
+            except BlockingIOError:
+                continue
+            except OSError:
+                closed_after = time.monotonic() - started
+                break
+    finally:
+        trickle.close()
+    assert closed_after is not None, "a trickling peer kept its connection"
+    assert closed_after < 8  # the frame had 3 s to complete
+
+
 def test_a_nirs_line_session_gets_ok_and_err_replies_and_dead_letters(stack: Stack) -> None:
     _proc, port = stack.start_listener("nirs")
     now = datetime.now(UTC).replace(microsecond=0)

@@ -87,9 +87,14 @@ def test_any_line_gets_one_reply_line(payload: bytes) -> None:
     assert reply.startswith(b"OK 7" if isinstance(outcome, Accepted) else b"ERR 7")
 
 
-@given(st.lists(st.binary(max_size=40), max_size=20), st.integers(1, 50))
-def test_line_framing_does_not_depend_on_chunking(lines: list[bytes], chunk: int) -> None:
-    stream = b"".join(line.replace(b"\n", b"") + b"\n" for line in lines)
+@given(
+    st.lists(st.tuples(st.binary(max_size=40), st.sampled_from([b"\n", b"\r\n"])), max_size=20),
+    st.integers(1, 50),
+)
+def test_line_framing_does_not_depend_on_chunking(
+    lines: list[tuple[bytes, bytes]], chunk: int
+) -> None:
+    stream = b"".join(line.replace(b"\n", b"") + end for line, end in lines)
     whole = LineDecoder(max_line_bytes=32).feed(stream)
     decoder = LineDecoder(max_line_bytes=32)
     pieces: list[Frame | FramingFault] = []
@@ -102,3 +107,30 @@ def _comparable(unit: Frame | FramingFault) -> tuple[object, ...]:
     if isinstance(unit, Frame):
         return ("frame", unit.seq, unit.payload)
     return ("fault", unit.seq, unit.original, unit.error.reason, str(unit.error))
+
+
+def test_a_line_of_the_maximum_length_with_crlf_split_between_reads_is_a_line() -> None:
+    decoder = LineDecoder(max_line_bytes=8)
+    assert decoder.feed(b"12345678\r") == []
+    (unit,) = decoder.feed(b"\n")
+    assert isinstance(unit, Frame)
+    assert unit.payload == b"12345678"
+
+
+def test_a_last_line_without_lf_is_kept_as_a_fault_at_the_end_of_the_stream() -> None:
+    decoder = LineDecoder(max_line_bytes=64)
+    assert decoder.feed(b"NIRS v=1 partial") == []
+    assert decoder.in_frame
+    (fault,) = decoder.close()
+    assert (fault.original, fault.reply_expected) == (b"NIRS v=1 partial", False)
+
+
+def test_an_hl7_message_without_msh10_is_not_deduplicated() -> None:
+    message = (
+        b"MSH|^~\\&|MON|ICU|VIG|HOSP|20261122085900+0000||ORU^R01||P|2.5\r"
+        b"PID|||p1^^^^MR\rOBR|1|||x|||20261122085800+0000\r"
+        b"OBX|1|NM|150456^MDC_PULS_OXIM_SAT_O2^MDC|1.1.1.1|94|262688^MDC_DIM_PERCENT^MDC"
+    )
+    outcome = Hl7Codec().interpret(Frame(message), RECEIVED)
+    assert isinstance(outcome, Accepted)
+    assert outcome.dedupe_key is None
