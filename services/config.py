@@ -64,6 +64,9 @@ class Settings(BaseSettings):
     ingest_max_message_bytes: int = Field(default=1024 * 1024, ge=1024)
     ingest_idle_timeout_s: float = Field(default=300.0, gt=0)
     ingest_max_connections: int = Field(default=256, ge=1)
+    ingest_metrics_port: int = Field(
+        default=9109, ge=0, le=65535, description="Listeners' /metrics (0 disables)"
+    )
     ingest_publish_timeout_s: float = Field(
         default=15.0, gt=0, description="Longest wait for Kafka's ack before a negative ack"
     )

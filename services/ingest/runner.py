@@ -8,6 +8,8 @@ import signal
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from prometheus_client import start_http_server
+
 from services.config import Settings
 from services.ingest.gateway import KafkaGateway
 from services.ingest.server import Codec, Listener, ListenerLimits
@@ -56,6 +58,16 @@ async def serve_listeners(
         publish_timeout_s=settings.ingest_publish_timeout_s,
     )
     await gateway.start()
+    if settings.ingest_metrics_port:
+        try:
+            start_http_server(settings.ingest_metrics_port, addr=settings.metrics_host)
+            log.info(
+                "metrics on http://%s:%d/metrics",
+                settings.metrics_host,
+                settings.ingest_metrics_port,
+            )
+        except OSError as exc:  # e.g. a second listener process on one host
+            log.warning("no /metrics on port %d: %s", settings.ingest_metrics_port, exc)
     servers: list[asyncio.Server] = []
     listeners: list[Listener] = []
     try:

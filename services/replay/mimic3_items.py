@@ -207,8 +207,9 @@ CRRT_ITEMS: Mapping[int, tuple[Quantity | None, str]] = MappingProxyType(
         224154: (_Q.CRRT_DIALYSATE_RATE, "mL/h"),  # Dialysate Rate (ml/hr)
         # the patient fluid removal set per hour: charted in mL, it is the net UF rate in mL/h
         224191: (_Q.CRRT_NET_UF_RATE, "mL/h"),  # Hourly Patient Fluid Removal
-        # volume charted since the previous charting (not a running total)
-        226457: (_Q.CRRT_FLUID_REMOVED, "mL"),  # Ultrafiltrate Output
+        # a volume since the previous charting, whereas crrt_fluid_removed is cumulative
+        # (docs/protocols.md): kept, flagged unknown, rather than mislabelled
+        226457: (None, "mL"),  # Ultrafiltrate Output
         227290: (_Q.CRRT_MODE, "1"),  # CRRT mode (text, e.g. CVVHDF)
         224146: (None, ""),  # System Integrity (text: Active, Clots Present, Clotted ...)
         224145: (None, "U/h"),  # Heparin Dose (per hour)

@@ -9,8 +9,10 @@ not stall the others.
 from __future__ import annotations
 
 import json
+import re
 import socket
 import time
+import urllib.request
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -20,6 +22,7 @@ import pytest
 from schemas.codes import Quantity
 from schemas.deadletter import DeadLetter
 from schemas.observations import LabResults, NirsSample, VitalSigns
+from services.kafka_local import free_port
 from tests.support.sockets import LineClient, MllpClient, ack_code
 from tests.support.stack import Stack, unique_prefix
 
@@ -43,13 +46,29 @@ def stack(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
         stack.stop_all()
 
 
+HL7_METRICS_PORT = free_port()
+
+
 @pytest.fixture(scope="module")
 def hl7_port(stack: Stack) -> int:
     _proc, port = stack.start_listener(
         "hl7",
-        env={"VIGIL_INGEST_MAX_MESSAGE_BYTES": "4096", "VIGIL_INGEST_IDLE_TIMEOUT_S": "3"},
+        env={
+            "VIGIL_INGEST_MAX_MESSAGE_BYTES": "4096",
+            "VIGIL_INGEST_IDLE_TIMEOUT_S": "3",
+            "VIGIL_INGEST_METRICS_PORT": str(HL7_METRICS_PORT),
+        },
     )
     return port
+
+
+def listener_metric(name: str, labels: str) -> float:
+    url = f"http://127.0.0.1:{HL7_METRICS_PORT}/metrics"
+    with urllib.request.urlopen(url, timeout=5) as response:
+        text = response.read().decode()
+    match = re.search(rf"^{re.escape(name + labels)} ([0-9.e+]+)$", text, re.MULTILINE)
+    assert match, f"{name}{labels} not in /metrics"
+    return float(match.group(1))
 
 
 def dead_letters(stack: Stack, source: str) -> list[DeadLetter]:
@@ -100,6 +119,11 @@ def test_a_mixed_hl7_session_gets_the_right_acks_records_and_dead_letters(
     assert [lab.source.message_control_id for lab in labs] == ["LAB000123"]
     creatinine = [m for m in labs[0].measurements if m.code == "2160-0"]
     assert creatinine[0].value == pytest.approx(2.0, abs=0.01)  # 176.84 umol/L
+
+    assert (
+        listener_metric("vigil_ingest_messages_total", '{adapter="hl7",outcome="duplicate"}') == 1
+    )
+    assert listener_metric("vigil_ingest_records_total", '{adapter="hl7",topic="labs"}') == 1
 
     letters = dead_letters(stack, "hl7")
     originals = {letter.original: letter.reason for letter in letters}

@@ -58,6 +58,7 @@ class Stack:
             "VIGIL_APP_ID": self.app_id,
             "VIGIL_DATA_DIR": str(self.workdir),
             "VIGIL_METRICS_PORT": str(self.metrics_port),
+            "VIGIL_INGEST_METRICS_PORT": "0",
         }
 
     def create_topics(self) -> None:
