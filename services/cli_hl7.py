@@ -19,11 +19,12 @@ _LINE = re.compile(rb"\r\n|\r|\n")
 _BATCH_SEGMENTS = (b"FHS", b"BHS", b"BTS", b"FTS")
 
 
-def split_messages(data: bytes) -> list[bytes | str]:
+def split_messages(data: bytes) -> list[bytes | MllpError]:
     """The messages in a file: MLLP frames, or text where each MSH line starts a message.
 
     Blank lines end a message; batch envelope segments (FHS/BHS/BTS/FTS) are skipped.
-    A string in the result is a framing error standing in for a message.
+    An :class:`MllpError` in the result is a framing error standing in for a message
+    (its ``preview`` holds the bytes concerned).
 
     >>> split_messages(b"MSH|1\\nPID|1\\n\\nMSH|2\\rPID|2\\rMSH|3")
     [b'MSH|1\\rPID|1', b'MSH|2\\rPID|2', b'MSH|3']
@@ -32,8 +33,8 @@ def split_messages(data: bytes) -> list[bytes | str]:
     if b"\x0b" in data:
         decoder = MllpDecoder(max_frame_bytes=len(data) + 1)
         events = decoder.feed(data) + decoder.close()
-        return [e.message if isinstance(e, MllpError) else e.payload for e in events]
-    messages: list[bytes | str] = []
+        return [e if isinstance(e, MllpError) else e.payload for e in events]
+    messages: list[bytes | MllpError] = []
     current: list[bytes] = []
     for line in _LINE.split(data):
         stripped = line.strip()
@@ -87,9 +88,9 @@ def parse_command(file: BinaryIO, site_tz: str | None) -> None:
     failures = 0
     received_at = datetime.now(UTC)
     for index, item in enumerate(messages, start=1):
-        if isinstance(item, str):
+        if isinstance(item, MllpError):
             failures += 1
-            click.echo(f"message {index}: refused (mllp_framing): {item}", err=True)
+            click.echo(f"message {index}: refused (mllp_framing): {item.message}", err=True)
             continue
         try:
             parsed = parse_hl7(item, received_at=received_at, site_tz=zone)

@@ -19,6 +19,7 @@ from services.ingest.codecs import HL7_TOPICS, LINE_TOPICS, Hl7Codec, LineCodec
 from services.ingest.gateway import KafkaGateway, StorageUnavailableError
 from services.ingest.hl7 import parse_hl7
 from services.ingest.lines import LineKind, parse_file
+from services.ingest.mllp import MllpError
 from services.ingest.runner import ListenerSpec, serve_listeners
 from services.ingest.server import Codec
 from services.kafka_io import TopicLayoutError, check_topics
@@ -168,8 +169,9 @@ def hl7_import(file: Path) -> None:
     items: list[tuple[str, list[Outbound] | InputRefusedError, bytes]] = []
     for index, message in enumerate(split_messages(file.read_bytes()), start=1):
         where = f"message {index}"
-        if isinstance(message, str):
-            items.append((where, InputRefusedError("mllp_framing_error", message), b""))
+        if isinstance(message, MllpError):
+            error = InputRefusedError("mllp_framing_error", message.message)
+            items.append((where, error, message.preview))
             continue
         try:
             parsed = parse_hl7(message, received_at=received_at, site_tz=settings.site_tz)

@@ -281,3 +281,33 @@ def test_connections_over_the_limit_are_closed_and_the_others_served(stack: Stac
             time.sleep(0.2)
         finally:
             client.close()
+
+
+def test_file_imports_publish_records_and_dead_letter_refused_lines(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    stack = Stack(kafka_bootstrap, tmp_path, unique_prefix("import"))
+    stack.create_topics()
+    at = (datetime.now(UTC) - timedelta(minutes=2)).isoformat()
+    crrt = tmp_path / "crrt.txt"
+    crrt.write_text(
+        "# two records and one misspelt key\n"
+        f"CRRT v=1 patient=MRN3 device=PF-1 time={at} mode=CVVHDF blood_flow=150 tmp=80 id=1\n"
+        f"CRRT v=1 patient=MRN3 device=PF-1 time={at} mode=CVVHDF blod_flow=150 id=2\n"
+        f"CRRT v=1 patient=MRN3 device=PF-1 time={at} prefilter_pressure=180 id=3\n"
+    )
+    result = stack.vigil("crrt", "import", str(crrt))
+    assert result.returncode == 1, result.stderr  # a refused line is reported as a failure
+    assert "published 2 records; refused 1" in result.stdout
+    assert "crrt.txt:3: refused (unknown_field)" in result.stderr
+    statuses = [json.loads(v) for v in stack.read_all("crrt")]
+    assert [s["source"]["message_control_id"] for s in statuses] == ["1", "3"]
+    (letter,) = dead_letters(stack, "crrt")
+    assert letter.original.startswith(b"CRRT v=1 patient=MRN3")
+    assert b"blod_flow" in letter.original
+
+    adt = Path(__file__).resolve().parents[1] / "data" / "hl7" / "adt_a01.hl7"
+    result = stack.vigil("hl7", "import", str(adt))
+    assert result.returncode == 0, result.stderr
+    (admission,) = [json.loads(v) for v in stack.read_all("context")]
+    assert admission["kind"] == "admission"

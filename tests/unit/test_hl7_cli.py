@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from services.cli_hl7 import hl7_group, split_messages
-from services.ingest.mllp import encode_frame
+from services.ingest.mllp import MllpError, encode_frame
 
 ROOT = Path(__file__).resolve().parents[2]
 SHARED = ROOT.parent / "shared" / "data" / "hl7"
@@ -113,5 +113,6 @@ def test_split_messages_skips_batch_envelopes_and_reports_framing_errors() -> No
     assert split_messages(b"FHS|^~\\&\rBHS|^~\\&\rMSH|1\rPID|1\rBTS|1\rFTS|1") == [b"MSH|1\rPID|1"]
     framed = split_messages(encode_frame(b"MSH|1") + b"\x0bMSH|unterminated")
     assert framed[0] == b"MSH|1"
-    assert isinstance(framed[1], str)
-    assert "ended inside a frame" in framed[1]
+    assert isinstance(framed[1], MllpError)
+    assert "ended inside a frame" in framed[1].message
+    assert framed[1].preview == b"MSH|unterminated"
