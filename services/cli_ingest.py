@@ -20,7 +20,7 @@ from services.ingest.gateway import KafkaGateway, StorageUnavailableError
 from services.ingest.hl7 import parse_hl7
 from services.ingest.lines import LineKind, parse_file
 from services.ingest.mllp import MllpError
-from services.ingest.runner import ListenerSpec, serve_listeners
+from services.ingest.runner import ListenerSpec, ProducerFailedError, serve_listeners
 from services.ingest.server import Codec
 from services.kafka_io import TopicLayoutError, check_topics
 
@@ -32,7 +32,7 @@ def _serve(settings: Settings, *specs: ListenerSpec) -> None:
 
     try:
         asyncio.run(serve_listeners(settings, specs, on_ready=ready))
-    except TopicLayoutError as exc:
+    except (TopicLayoutError, ProducerFailedError) as exc:
         raise click.ClickException(str(exc)) from exc
     except OSError as exc:
         ports = ", ".join(str(spec.port) for spec in specs)

@@ -19,7 +19,13 @@ from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError
+from aiokafka.errors import (
+    InvalidProducerEpoch,
+    KafkaError,
+    OutOfOrderSequenceNumber,
+    ProducerFenced,
+    TopicAuthorizationFailedError,
+)
 
 from schemas.deadletter import DeadLetter
 from schemas.topics import TopicRegistry
@@ -33,6 +39,10 @@ class StorageUnavailableError(RuntimeError):
 
 
 Write = asyncio.Task[None]
+
+# After these the producer refuses every later write: the process must be restarted.
+_FATAL = (OutOfOrderSequenceNumber, ProducerFenced, InvalidProducerEpoch)
+_FATAL_CONFIG = (TopicAuthorizationFailedError,)
 
 
 class KafkaGateway:
@@ -48,6 +58,7 @@ class KafkaGateway:
     ) -> None:
         self._registry = registry
         self.timeout_s = publish_timeout_s
+        self.fatal: BaseException | None = None  # set when the producer cannot recover
         self._producer = AIOKafkaProducer(
             bootstrap_servers=bootstrap_servers,
             client_id=client_id,
@@ -98,8 +109,13 @@ class KafkaGateway:
 
     def _start(self, writes: Sequence[tuple[str, str, bytes]]) -> Write:
         task = asyncio.ensure_future(self._send_all(writes))
-        task.add_done_callback(_log_failure)
+        task.add_done_callback(self._after)
         return task
+
+    def _after(self, write: Write) -> None:
+        _log_failure(write)
+        if not write.cancelled() and isinstance(write.exception(), _FATAL + _FATAL_CONFIG):
+            self.fatal = self.fatal or write.exception()
 
     async def _send_all(self, writes: Sequence[tuple[str, str, bytes]]) -> None:
         futures = [

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 from collections.abc import Callable, Sequence
@@ -16,6 +17,10 @@ from services.ingest.server import Codec, Listener, ListenerLimits
 from services.kafka_io import check_topics
 
 log = logging.getLogger(__name__)
+
+
+class ProducerFailedError(RuntimeError):
+    """The producer hit an unrecoverable error: senders get no ack until a restart."""
 
 
 @dataclass(frozen=True)
@@ -44,6 +49,8 @@ async def serve_listeners(
 
     Refuses to start (raises ``TopicLayoutError``) unless every topic a listener writes
     exists as the registry says, so nothing is ever acknowledged into a missing topic.
+    Raises :class:`ProducerFailedError` after a clean stop when the producer failed for
+    good (fenced, out-of-order sequence, not authorised): a supervisor restarts it.
     """
     wanted = sorted({t for spec in specs for t in spec.topics} | {"deadletter"})
     await asyncio.to_thread(check_topics, settings.bootstrap_servers, settings.topics, wanted)
@@ -78,7 +85,11 @@ async def serve_listeners(
             servers.append(server)
             port = server.sockets[0].getsockname()[1]
             on_ready(spec.codec.adapter, settings.ingest_host, port)
-        await stop.wait()
+        while not stop.is_set() and gateway.fatal is None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 0.5)
+        if gateway.fatal is not None:
+            log.critical("Kafka producer failed for good (%s): stopping", gateway.fatal)
         log.info("stopping listeners")
     finally:
         for server in servers:
@@ -87,3 +98,7 @@ async def serve_listeners(
         await gateway.stop()  # flushes writes still in flight
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(signum)
+    if gateway.fatal is not None:
+        raise ProducerFailedError(
+            f"the Kafka producer cannot recover ({gateway.fatal}); restart the listener"
+        )

@@ -13,11 +13,13 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from aiokafka.errors import KafkaTimeoutError, ProducerFenced
 
 from schemas.deadletter import DeadLetter
+from schemas.topics import TopicRegistry
 from services.ingest import Outbound
 from services.ingest.codecs import LineCodec
-from services.ingest.gateway import StorageUnavailableError, Write
+from services.ingest.gateway import KafkaGateway, StorageUnavailableError, Write
 from services.ingest.server import Frame, Listener, ListenerLimits, _Connection
 
 NOW = datetime.now(UTC).replace(microsecond=0)
@@ -162,5 +164,21 @@ def test_a_flood_of_refused_frames_stops_being_answered(limit: int) -> None:
         assert len(replies) == limit + 1
         assert connection.refusals_in_a_row == limit + 1
         assert len(gateway.letters) == limit + 1
+
+    asyncio.run(scenario())
+
+
+def test_a_fenced_producer_marks_the_gateway_failed_for_good_but_a_timeout_does_not() -> None:
+    async def scenario() -> None:
+        gateway = KafkaGateway("127.0.0.1:1", TopicRegistry(), client_id="test")
+
+        async def fail(exc: Exception) -> None:
+            raise exc
+
+        for exc in (KafkaTimeoutError(), ProducerFenced()):
+            write = asyncio.ensure_future(fail(exc))
+            await asyncio.wait({write})
+            gateway._after(write)
+            assert (gateway.fatal is not None) is isinstance(exc, ProducerFenced)
 
     asyncio.run(scenario())
