@@ -11,14 +11,24 @@ itemids read and what each becomes are in :mod:`services.replay.mimic3_items`.
   ICU ``intime`` falls on the anchor; intervals within a patient are unchanged.
 - chartevents: vitals and FiO2 charted at one ``charttime`` form one message; rows with
   ``error = 1`` or no ``valuenum`` are skipped (counted). GCS: CareVue total 198, or the
-  MetaVision components summed when all three are charted at one time.
+  MetaVision components summed when all three are charted at one time; none when the
+  verbal part is charted as intubated (``1.0 ET/Trach``, ``No Response-ETT``), counted
+  ``mimic3_gcs_intubated``: the verbal score cannot be assessed, and the stored 1 would
+  put a spurious CNS SOFA on every ventilated patient (Gcs needs a total).
 - labevents: only those of the patient's hospital admissions with an ICU stay; sent at
-  ``charttime``, the specimen time (MIMIC-III has no result time).
-- outputevents: urine volumes (``iserror`` rows skipped) as urine_output at ``charttime``.
+  ``charttime``, the specimen time (MIMIC-III has no result time). pO2/pCO2 are
+  PaO2/PaCO2 only when the SPECIMEN TYPE (50800) of that charttime is ``ART``; a venous,
+  mixed-venous or untyped gas is kept as a flagged unknown (LOCAL ``50821-VEN`` ...).
+- outputevents: urine volumes (``iserror`` rows skipped) as urine_output at ``charttime``;
+  under bladder irrigation the urine is GU irrigant out (227489) minus in (227488) at one
+  ``charttime`` (mimic-code urine output); unpaired or negative pairs are skipped, counted.
 - Infusions: MetaVision rows run from ``starttime`` to ``endtime`` at ``rate``
   (``Rewritten`` rows are invalid and skipped); the replay sends the summed rate of a drug
   whenever it changes, 0 when the last row ends. CareVue charts a rate at ``charttime``;
-  it is sent when it changes, 0 on a ``Stopped`` row. Catecholamines in ug/kg/min: a
+  it is sent when it changes, 0 on a ``Stopped``/``D/C'd`` row (with or without a rate),
+  and, assumed and counted, 0 at the ICU ``outtime`` or 1 h after the last rate row when
+  none follows within 4 h. CareVue vasopressin above 0.2 U/min is the hourly rate charted
+  as "Umin" (read as U/h, counted). Catecholamines in ug/kg/min: a
   mcg/min rate is divided by the weight (MetaVision: the row's ``patientweight``;
   CareVue: the patient's last charted weight, else the first); vasopressin in U/min
   (units/hour / 60); furosemide in mg/h, and a MetaVision furosemide row without a rate
@@ -273,6 +283,7 @@ def _chartevents(folder: Path, c: _Collector) -> None:
     fio2: dict[tuple[int, datetime], list[_Spec]] = {}
     first_row: dict[tuple[str, int, datetime], str] = {}
     gcs: dict[tuple[int, datetime], dict[str, int]] = defaultdict(dict)
+    intubated: set[tuple[int, datetime]] = set()
     wanted = (
         set(items.CHART_VITALS) | items.CHART_FIO2 | items.GCS_TOTAL | items.GCS_EYE
         | items.GCS_VERBAL | items.GCS_MOTOR | items.WEIGHT_KG | items.WEIGHT_LB
@@ -285,6 +296,14 @@ def _chartevents(folder: Path, c: _Collector) -> None:
             continue
         if row.get("error") == "1":
             c.skips.add("mimic3_chartevents_error_row")
+            continue
+        if itemid in items.GCS_VERBAL and (row.get("value") or "").strip() in (
+            items.GCS_VERBAL_INTUBATED
+        ):
+            at = c.time(p, row["charttime"], "mimic3_chartevents_bad_time")
+            if at is not None:
+                intubated.add((p.subject_id, at))
+                gcs.setdefault((p.subject_id, at), {})
             continue
         value = _float(row.get("valuenum"))
         if value is None:
@@ -323,6 +342,11 @@ def _chartevents(folder: Path, c: _Collector) -> None:
         c.add(p, at, _RANK_OBS, partial(_message, LabResults, "labs", p.pid, specs, cid))
     for (subject, at), parts in gcs.items():
         p = c.patients[subject]
+        if (subject, at) in intubated:
+            # verbal charted "ET/Trach" / "No Response-ETT": not assessable, not a 1. Gcs
+            # needs a total, and a total with verbal 1 would fake a CNS SOFA of 3-4.
+            c.skips.add("mimic3_gcs_intubated")
+            continue
         total = parts.get("total")
         if total is None and {"eye", "verbal", "motor"} <= parts.keys():
             total = parts["eye"] + parts["verbal"] + parts["motor"]
@@ -361,12 +385,18 @@ def _weight(c: _Collector, p: _Patient, at: datetime, kg: float, control_id: str
 
 
 def _labevents(folder: Path, c: _Collector) -> None:
-    groups: dict[tuple[int, datetime], list[_Spec]] = {}
+    groups: dict[tuple[int, datetime], list[tuple[int, _Spec]]] = {}
     first_row: dict[tuple[int, datetime], str] = {}
+    specimens: dict[tuple[int, datetime], set[str]] = defaultdict(set)
     for row in _rows(folder / "labevents.csv.gz"):
         subject = _int(row.get("subject_id"))
         p = c.patients.get(subject) if subject is not None else None
         itemid = _int(row.get("itemid"))
+        if p is not None and itemid == items.LAB_SPECIMEN_TYPE:
+            at = c.time(p, row["charttime"], "mimic3_lab_bad_time")
+            if at is not None:
+                specimens[(p.subject_id, at)].add((row.get("value") or "").strip().upper())
+            continue
         if p is None or itemid is None or itemid not in items.LAB_ITEMS:
             continue
         if _int(row.get("hadm_id")) not in {s.hadm_id for s in p.stays}:
@@ -384,19 +414,52 @@ def _labevents(folder: Path, c: _Collector) -> None:
         at = c.time(p, row["charttime"], "mimic3_lab_bad_time")
         if at is None:
             continue
-        groups.setdefault((p.subject_id, at), []).append((quantity, value, None, unit, at, ""))
+        spec: _Spec = (quantity, value, None, unit, at, "")
+        groups.setdefault((p.subject_id, at), []).append((itemid, spec))
         first_row.setdefault((p.subject_id, at), row["row_id"])
-    for (subject, at), specs in groups.items():
+    for (subject, at), found in groups.items():
         p = c.patients[subject]
+        specs = [
+            _specimen_checked(c, itemid, spec, specimens.get((subject, at)))
+            for itemid, spec in found
+        ]
         cid = f"labevents:{first_row[(subject, at)]}"
         c.add(p, at, _RANK_OBS, partial(_message, LabResults, "labs", p.pid, specs, cid))
 
 
+def _specimen_checked(c: _Collector, itemid: int, spec: _Spec, types: set[str] | None) -> _Spec:
+    """pO2/pCO2 keep PaO2/PaCO2 only when the gas is arterial (SPECIMEN TYPE 50800 = ART).
+
+    A venous, mixed-venous or untyped gas is kept as a flagged unknown: quantity None,
+    LOCAL code ``<itemid>-<specimen>`` (e.g. ``50821-VEN``), counted.
+
+    >>> t = parse_time("2100-01-01 00:00:00")
+    >>> c = _Collector({}, Skips())
+    >>> _specimen_checked(c, 50821, (Quantity.PAO2, 40.0, None, "mm[Hg]", t, ""), {"VEN"})[::5]
+    (None, '50821-VEN')
+    >>> c.skips.counts["mimic3_lab_gas_not_arterial"]
+    1
+    """
+    if itemid not in items.ARTERIAL_ONLY or types == {items.ARTERIAL_SPECIMEN}:
+        return spec
+    _quantity, value, text, unit, at, _code = spec
+    if not types:
+        kind = "UNKNOWN"
+        c.skips.add("mimic3_lab_gas_specimen_unknown")
+    else:
+        kind = "/".join(sorted(types)).replace(" ", "_")
+        c.skips.add("mimic3_lab_gas_not_arterial")
+    return (None, value, text, unit, at, f"{itemid}-{kind}")
+
+
 def _outputevents(folder: Path, c: _Collector) -> None:
+    irrigant: dict[tuple[int, datetime], dict[int, tuple[float, str]]] = defaultdict(dict)
+    wanted = items.URINE_ITEMS | {items.GU_IRRIGANT_IN, items.GU_IRRIGANT_OUT}
     for row in _rows(folder / "outputevents.csv.gz"):
         subject = _int(row.get("subject_id"))
         p = c.patients.get(subject) if subject is not None else None
-        if p is None or _int(row.get("itemid")) not in items.URINE_ITEMS:
+        itemid = _int(row.get("itemid"))
+        if p is None or itemid not in wanted:
             continue
         if row.get("iserror") == "1":
             c.skips.add("mimic3_urine_error_row")
@@ -408,17 +471,36 @@ def _outputevents(folder: Path, c: _Collector) -> None:
         at = c.time(p, row["charttime"], "mimic3_urine_bad_time")
         if at is None:
             continue
-        event = partial(
-            UrineOutput,
-            patient_id=p.pid,
-            observed_at=at,
-            received_at=at,
-            source=SOURCE.model_copy(
-                update={"message_control_id": f"outputevents:{row['row_id']}"}
-            ),
-            volume_ml=volume,
-        )
-        c.add(p, at, _RANK_CONTEXT, partial(_ctx, event))
+        if itemid in items.URINE_ITEMS:
+            _urine(c, p, at, volume, f"outputevents:{row['row_id']}")
+            continue
+        pair = irrigant[(p.subject_id, at)]
+        before, first = pair.get(itemid, (0.0, row["row_id"]))  # same item twice: add up
+        pair[itemid] = (before + volume, first)
+    for (subject, at), pair in irrigant.items():
+        drained, given = pair.get(items.GU_IRRIGANT_OUT), pair.get(items.GU_IRRIGANT_IN)
+        if drained is None or given is None:
+            # the other half is not charted at this time: the urine share is unknown
+            c.skips.add("mimic3_urine_irrigant_unpaired")
+            continue
+        urine = drained[0] - given[0]
+        if urine < 0:
+            # more irrigant in than drained out: charting lag, not a negative urine
+            c.skips.add("mimic3_urine_irrigant_negative")
+            continue
+        _urine(c, c.patients[subject], at, urine, f"outputevents:{drained[1]}")
+
+
+def _urine(c: _Collector, p: _Patient, at: datetime, volume: float, control_id: str) -> None:
+    event = partial(
+        UrineOutput,
+        patient_id=p.pid,
+        observed_at=at,
+        received_at=at,
+        source=SOURCE.model_copy(update={"message_control_id": control_id}),
+        volume_ml=volume,
+    )
+    c.add(p, at, _RANK_CONTEXT, partial(_ctx, event))
 
 
 def convert_rate(
@@ -530,37 +612,90 @@ def _inputevents_mv(folder: Path, c: _Collector) -> None:
                 current = total
 
 
+_CV_STOPPED = frozenset({"Stopped", "D/C'd"})
+CV_GAP = timedelta(hours=4)
+CV_GAP_STOP_AFTER = timedelta(hours=1)
+
+
 def _inputevents_cv(folder: Path, c: _Collector) -> None:
+    """CareVue infusions: a rate is charted at ``charttime``; a row whose ``stopped`` is
+    ``Stopped`` or ``D/C'd`` ends the infusion (rate 0) whether or not it has a rate
+    (MIMIC-III inputevents_cv documentation: STOPPED). CareVue has no end time, so a rate
+    still > 0 is closed (counted as assumptions) at the ICU ``outtime``, or, after more
+    than :data:`CV_GAP` without a new rate row, 1 h after the last one (assumption: a
+    running infusion is charted at least hourly)."""
     charted: dict[tuple[int, Drug], dict[datetime, list[tuple[float, RateUnit, bool, str]]]] = (
         defaultdict(lambda: defaultdict(list))
     )
     for row in _rows(folder / "inputevents_cv.csv.gz"):
         subject = _int(row.get("subject_id"))
         p = c.patients.get(subject) if subject is not None else None
-        drug = items.DRUG_ITEMS.get(_int(row.get("itemid")) or 0)
+        itemid = _int(row.get("itemid")) or 0
+        drug = items.DRUG_ITEMS.get(itemid)
+        if p is None or drug is None:
+            continue
+        stopped = (row.get("stopped") or "") in _CV_STOPPED
         rate = _float(row.get("rate"))
-        if p is None or drug is None or rate is None:
+        if rate is None and not stopped:
             continue  # amount-only rows: the volume given over the hour, not a rate
         at = c.time(p, row.get("charttime", ""), "mimic3_cv_bad_time")
         if at is None:
             continue
-        converted = convert_rate(rate, row.get("rateuom") or "", _weight_at(p, at))
+        cid = f"inputevents_cv:{row['row_id']}"
+        if stopped or rate is None:
+            charted[(p.subject_id, drug)][at].append((0.0, "U/min", True, cid))
+            continue
+        uom = row.get("rateuom") or ""
+        if itemid == items.VASOPRESSIN_CV and rate > items.VASOPRESSIN_MAX_U_PER_MIN:
+            uom = "uhr"  # charted "Umin", but the hourly rate (mimic3_items)
+            c.skips.add("mimic3_cv_vasopressin_read_as_u_per_h")
+        converted = convert_rate(rate, uom, _weight_at(p, at))
         if converted is None:
             c.skips.add("mimic3_cv_rate_not_convertible")
             continue
-        stopped = (row.get("stopped") or "") in {"Stopped", "D/C'd"}
-        charted[(p.subject_id, drug)][at].append(
-            (*converted, stopped, f"inputevents_cv:{row['row_id']}")
-        )
+        charted[(p.subject_id, drug)][at].append((*converted, False, cid))
     for (subject, drug), by_time in charted.items():
         p = c.patients[subject]
-        current = 0.0
-        for at in sorted(by_time):
+        outs = sorted(s.outtime + p.shift for s in p.stays if s.outtime is not None)
+        current, last = 0.0, None
+        unit: RateUnit = "U/min"  # of the last rate sent; a 0 travels in the same unit
+        for at in [*sorted(by_time), None]:
+            if current > 0 and last is not None:
+                end = _cv_end(last, at, outs)
+                if end is not None:
+                    c.skips.add(f"mimic3_cv_stop_assumed_{end[1]}")
+                    _infusion(c, p, end[0], drug, 0.0, unit, f"{end[2]}:{end[1]}")
+                    current = 0.0
+            if at is None:
+                break
             rows = by_time[at]
-            total = 0.0 if any(r[2] for r in rows) else round(sum(r[0] for r in rows), 6)
+            running = [r for r in rows if not r[2]]
+            if any(r[2] for r in rows) or not running:
+                total, cid = 0.0, next((r[3] for r in rows if r[2]), rows[0][3])
+            else:
+                total, unit, cid = (
+                    round(sum(r[0] for r in running), 6),
+                    running[0][1],
+                    running[0][3],
+                )
+                last = (at, cid)
             if total != current:
-                _infusion(c, p, at, drug, total, rows[0][1], rows[0][3])
+                _infusion(c, p, at, drug, total, unit, cid)
                 current = total
+
+
+def _cv_end(
+    last: tuple[datetime, str], following: datetime | None, outs: list[datetime]
+) -> tuple[datetime, str, str] | None:
+    """When a CareVue rate last charted at ``last`` ends before the ``following`` row:
+    the first ICU outtime in between, or the last rate row + 1 h after a gap > 4 h."""
+    at, cid = last
+    ends: list[tuple[datetime, str, str]] = [
+        (out, "outtime", cid) for out in outs if at < out and (following is None or out < following)
+    ]
+    if following is None or following - at > CV_GAP:
+        ends.append((at + CV_GAP_STOP_AFTER, "gap", cid))
+    return min(ends) if ends else None
 
 
 def _weight_at(p: _Patient, at: datetime) -> float | None:

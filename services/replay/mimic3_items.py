@@ -33,6 +33,10 @@ CHART_VITALS: Mapping[int, tuple[Quantity, str]] = MappingProxyType(
         220050: (_Q.ABP_SYS, "mm[Hg]"),  # Arterial Blood Pressure systolic
         220051: (_Q.ABP_DIA, "mm[Hg]"),  # Arterial Blood Pressure diastolic
         220052: (_Q.ABP_MEAN, "mm[Hg]"),  # Arterial Blood Pressure mean
+        # a second MetaVision arterial line (d_items category Routine Vital Signs, mmHg)
+        225309: (_Q.ABP_SYS, "mm[Hg]"),  # ART BP Systolic
+        225310: (_Q.ABP_DIA, "mm[Hg]"),  # ART BP Diastolic
+        225312: (_Q.ABP_MEAN, "mm[Hg]"),  # ART BP mean
         455: (_Q.NBP_SYS, "mm[Hg]"),  # NBP [Systolic]
         8441: (_Q.NBP_DIA, "mm[Hg]"),  # NBP [Diastolic]
         456: (_Q.NBP_MEAN, "mm[Hg]"),  # NBP Mean
@@ -42,6 +46,11 @@ CHART_VITALS: Mapping[int, tuple[Quantity, str]] = MappingProxyType(
         220179: (_Q.NBP_SYS, "mm[Hg]"),  # Non Invasive Blood Pressure systolic
         220180: (_Q.NBP_DIA, "mm[Hg]"),  # Non Invasive Blood Pressure diastolic
         220181: (_Q.NBP_MEAN, "mm[Hg]"),  # Non Invasive Blood Pressure mean
+        # MetaVision manual (cuff) pressures, per arm; CareVue's are 442/8440 above
+        224167: (_Q.NBP_SYS, "mm[Hg]"),  # Manual Blood Pressure Systolic Left
+        224643: (_Q.NBP_DIA, "mm[Hg]"),  # Manual Blood Pressure Diastolic Left
+        227243: (_Q.NBP_SYS, "mm[Hg]"),  # Manual Blood Pressure Systolic Right
+        227242: (_Q.NBP_DIA, "mm[Hg]"),  # Manual Blood Pressure Diastolic Right
         646: (_Q.SPO2, "%"),  # SpO2
         220277: (_Q.SPO2, "%"),  # O2 saturation pulseoxymetry
         618: (_Q.RESP_RATE, "/min"),  # Respiratory Rate (BPM)
@@ -69,6 +78,10 @@ GCS_TOTAL: frozenset[int] = frozenset({198})
 GCS_EYE: frozenset[int] = frozenset({184, 220739})
 GCS_VERBAL: frozenset[int] = frozenset({723, 223900})
 GCS_MOTOR: frozenset[int] = frozenset({454, 223901})
+# Verbal "values" that mean intubated, not a score: a verbal response cannot be assessed
+# through an endotracheal tube, although both systems store valuenum 1. mimic-code's GCS
+# concept (concepts/severityscores, pivoted gcs) recognises exactly these two strings.
+GCS_VERBAL_INTUBATED: frozenset[str] = frozenset({"1.0 ET/Trach", "No Response-ETT"})
 
 # chartevents -> context weight: 762 Admit Wt, 763 Daily Weight, 224639 Daily Weight,
 # 226512 Admission Weight (Kg) in kg; 226531 Admission Weight (lbs.) in pounds.
@@ -85,8 +98,8 @@ LAB_ITEMS: Mapping[int, tuple[Quantity, str, str]] = MappingProxyType(
         50883: (_Q.BILIRUBIN_DIRECT, "mg/dL", "mg/dL"),  # Bilirubin, Direct
         51265: (_Q.PLATELETS, "10*3/uL", "K/uL"),  # Platelet Count
         50813: (_Q.LACTATE, "mmol/L", "mmol/L"),  # Lactate
-        50821: (_Q.PAO2, "mm[Hg]", "mm Hg"),  # pO2
-        50818: (_Q.PACO2, "mm[Hg]", "mm Hg"),  # pCO2
+        50821: (_Q.PAO2, "mm[Hg]", "mm Hg"),  # pO2 (PaO2 only for an ART specimen)
+        50818: (_Q.PACO2, "mm[Hg]", "mm Hg"),  # pCO2 (PaCO2 only for an ART specimen)
         50820: (_Q.PH, "[pH]", "units"),  # pH
         50816: (_Q.FIO2, "%", "%"),  # Oxygen (blood-gas FiO2, mimic-code's fio2)
         50882: (_Q.BICARBONATE, "mEq/L", "mEq/L"),  # Bicarbonate
@@ -112,8 +125,15 @@ LAB_ITEMS: Mapping[int, tuple[Quantity, str, str]] = MappingProxyType(
     }
 )
 
-# outputevents -> context urine_output (mimic-code urine_output concept, without the GU
-# irrigant pair 227488/227489, which mixes irrigation fluid into the volume).
+# labevents 50800 SPECIMEN TYPE (ART, VEN, MIX, CENTRAL VENOUS), charted for the same
+# subject and charttime as the blood gas. d_labitems gives pO2/pCO2 only as "Blood": a
+# venous or mixed-venous pO2 is not a PaO2 (mimic-code's blood gas concepts keep arterial
+# gases only, by this specimen type). Other or missing types: kept, flagged unknown.
+LAB_SPECIMEN_TYPE = 50800
+ARTERIAL_ONLY: frozenset[int] = frozenset({50821, 50818})
+ARTERIAL_SPECIMEN = "ART"
+
+# outputevents -> context urine_output (mimic-code urine_output concept).
 URINE_ITEMS: frozenset[int] = frozenset(
     {
         40055,  # Urine Out Foley
@@ -145,6 +165,10 @@ URINE_ITEMS: frozenset[int] = frozenset(
         226631,  # PACU Urine
     }
 )
+# Bladder irrigation (MetaVision): what drains is irrigant plus urine. As in mimic-code's
+# urine output concept, the irrigant put in at the same charttime is subtracted.
+GU_IRRIGANT_OUT = 227489  # GU Irrigant/Urine Volume Out
+GU_IRRIGANT_IN = 227488  # GU Irrigant Volume In
 
 # inputevents_mv / inputevents_cv -> context infusion (and drug_dose for furosemide pushes).
 # MetaVision rates come with rateuom (mcg/kg/min, mcg/min, units/hour, mg/hour); CareVue
@@ -165,7 +189,7 @@ DRUG_ITEMS: Mapping[int, Drug] = MappingProxyType(
         30309: Drug.EPINEPHRINE,  # Epinephrine Drip (CV)
         30043: Drug.DOPAMINE,  # Dopamine (CV)
         30307: Drug.DOPAMINE,  # Dopamine Drip (CV)
-        30051: Drug.VASOPRESSIN,  # Vasopressin (CV, Umin)
+        30051: Drug.VASOPRESSIN,  # Vasopressin (CV, Umin; some rows are really U/h)
         30127: Drug.PHENYLEPHRINE,  # Neosynephrine (CV, mcgmin)
         30128: Drug.PHENYLEPHRINE,  # Neosynephrine-k (CV, mcgkgmin)
         30042: Drug.DOBUTAMINE,  # Dobutamine (CV)
@@ -192,6 +216,13 @@ RATE_UNITS: Mapping[str, tuple[float, bool, str]] = MappingProxyType(
         "mgmin": (60.0, False, "mg/h"),
     }
 )
+
+# CareVue vasopressin 30051 is charted "Umin", but some rows carry the hourly rate: 10094
+# charts 1.2 "Umin" every hour next to an amount of 1.2 U per hour (0.02 U/min). Clinical
+# doses are 0.01-0.04 U/min (Surviving Sepsis Campaign 2021; VASST, Russell NEJM 2008),
+# at most ~0.1 U/min as salvage, so a charted rate above this limit is read as U/h (/60).
+VASOPRESSIN_CV = 30051
+VASOPRESSIN_MAX_U_PER_MIN = 0.2
 
 # derived_crrt_chartevents.csv (MetaVision category "Dialysis", Prismaflex charting):
 # itemid -> quantity, or None = kept on the crrt topic as a flagged unknown (LOCAL code).

@@ -17,7 +17,7 @@ from schemas.observations import ObservationMessage
 from services.ingest import Outbound
 from services.replay import mimic3
 from services.replay import mimic3_items as items
-from services.replay.common import event_time
+from services.replay.common import Skips, event_time
 from services.replay.source import UnknownSourceError, open_source, sniff
 
 DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
@@ -66,6 +66,17 @@ def physionet() -> list[Outbound]:
 def mimic3_records() -> list[Outbound]:
     only = frozenset({"mimic3-44212", "mimic3-42281", "mimic3-40124"})
     return list(open_source(MIMIC3, start=T0, only=only).records)
+
+
+@pytest.fixture(scope="module")
+def mimic3_review() -> tuple[list[Outbound], Skips]:
+    """Patients of the MIMIC-III review findings (CareVue drips, GCS, MetaVision BP)."""
+    only = frozenset(
+        {"mimic3-10124", "mimic3-10127", "mimic3-10094", "mimic3-10027", "mimic3-42066"}
+        | {"mimic3-40595"}
+    )
+    source = open_source(MIMIC3, start=T0, only=only)
+    return list(source.records), source.skips
 
 
 @pytest.fixture(scope="module")
@@ -258,6 +269,159 @@ def test_mimic3_rate_conversion_needs_a_weight_for_per_minute_doses() -> None:
     assert mimic3.convert_rate(8.0, "mcgmin", None) is None
     assert mimic3.convert_rate(2.4, "units/hour", None) == (0.04, "U/min")
     assert mimic3.convert_rate(1.0, "furlongs", None) is None
+
+
+def _rates(records: list[Outbound], key: str, drug: str) -> list[tuple[datetime, float]]:
+    return [(i.observed_at, i.rate) for i in _events(records, "infusion", key) if i.drug == drug]
+
+
+def test_mimic3_carevue_stop_row_without_rate_stops_the_infusion(
+    mimic3_review: tuple[list[Outbound], Skips],
+) -> None:
+    # inputevents_cv 10124 dopamine 30043: rate 10 mcgkgmin at 2192-03-29 11:00, then row
+    # 16765340 at 11:05 with no rate and stopped = "Stopped"
+    records, _skips = mimic3_review
+    shift = _shift("2192-03-29 10:46:51")
+    at = mimic3.parse_time("2192-03-29 11:00:00") + shift
+    assert _rates(records, "mimic3-10124", "dopamine")[:2] == [
+        (at, 10.0),
+        (at + timedelta(minutes=5), 0.0),
+    ]
+    # 10127 dopamine: last rate 5 at 2198-06-29 10:30, D/C'd (amount row) at 14:00;
+    # before the fix it ran for the remaining 21 days of the stay
+    stop = mimic3.parse_time("2198-06-29 14:00:00") + _shift("2198-06-28 05:35:32")
+    assert _rates(records, "mimic3-10127", "dopamine")[-1] == (stop, 0.0)
+
+
+def test_mimic3_carevue_infusions_are_closed_by_outtime_or_gap(
+    mimic3_review: tuple[list[Outbound], Skips],
+) -> None:
+    records, skips = mimic3_review
+    last: dict[tuple[str, str], float] = {}
+    for i in (_ctx(r) for r in records if r.topic == "context"):
+        if i.kind == "infusion":
+            last[(i.patient_id, i.drug)] = i.rate
+    assert len(last) >= 5
+    assert [k for k, rate in last.items() if rate > 0] == []
+    # 10094 norepinephrine: last rate row 2180-03-19 18:00 (0.06), none after; ICU outtime
+    # 21:54 -> the 4 h gap rule closes it 1 h later, at 19:00 (counted as an assumption)
+    end = mimic3.parse_time("2180-03-19 19:00:00") + _shift("2180-02-29 18:54:39")
+    last_norepinephrine = [
+        i for i in _events(records, "infusion", "mimic3-10094") if i.drug == "norepinephrine"
+    ][-1]
+    assert (last_norepinephrine.observed_at, last_norepinephrine.rate) == (end, 0.0)
+    assert last_norepinephrine.source.message_control_id.endswith(":gap")
+    assumed = [
+        i.source.message_control_id.rsplit(":", 1)[1]
+        for i in (_ctx(r) for r in records if r.topic == "context")
+        if i.kind == "infusion" and i.source.message_control_id.endswith((":gap", ":outtime"))
+    ]
+    assert skips.counts["mimic3_cv_stop_assumed_gap"] == assumed.count("gap") > 0
+    assert skips.counts["mimic3_cv_stop_assumed_outtime"] == assumed.count("outtime")
+
+
+def test_mimic3_carevue_end_rule_outtime_before_gap() -> None:
+    t = mimic3.parse_time("2100-01-01 10:00:00")
+    h = timedelta(hours=1)
+    # outtime 30 min after the last rate row, no row after: closed at outtime
+    assert mimic3._cv_end((t, "r"), None, [t + h / 2]) == (t + h / 2, "outtime", "r")
+    # next rate row 2 h later, outtime after it: still running
+    assert mimic3._cv_end((t, "r"), t + 2 * h, [t + 3 * h]) is None
+    # next rate row 5 h later: closed 1 h after the last one
+    assert mimic3._cv_end((t, "r"), t + 5 * h, []) == (t + h, "gap", "r")
+
+
+def test_mimic3_carevue_vasopressin_charted_per_hour_is_read_as_u_per_h(
+    mimic3_review: tuple[list[Outbound], Skips],
+) -> None:
+    # 10094 vasopressin 30051: rate 1.2 "Umin" every hour next to amount 1.2 U per hour
+    # (e.g. 2180-03-18 21:00 and 22:00): 1.2 U / 60 min = 0.02 U/min, not 1.2
+    records, skips = mimic3_review
+    shift = _shift("2180-02-29 18:54:39")
+    rates = _rates(records, "mimic3-10094", "vasopressin")
+    assert rates[0] == (mimic3.parse_time("2180-03-18 17:00:00") + shift, 0.02)
+    assert max(rate for _at, rate in rates) == pytest.approx(1.2 / 60)
+    assert skips.counts["mimic3_cv_vasopressin_read_as_u_per_h"] > 0
+
+
+def test_mimic3_bladder_irrigation_urine_is_irrigant_out_minus_in(
+    mimic3_records: list[Outbound],
+) -> None:
+    # outputevents 42281, 2119-10-19 04:00: 227489 out 3200 mL, 227488 in 3000 mL -> 200
+    shift = _shift("2119-10-17 05:59:04")
+    urine = {
+        u.observed_at: u.volume_ml for u in _events(mimic3_records, "urine_output", "mimic3-42281")
+    }
+    assert urine[mimic3.parse_time("2119-10-19 04:00:00") + shift] == 200.0
+    assert urine[mimic3.parse_time("2119-10-19 01:00:00") + shift] == 0.0  # 3000 - 3000
+    # 21:00: out 2000 < in 3000 (skipped, not 0); 19:00: out 1500 with no in (skipped)
+    assert mimic3.parse_time("2119-10-19 21:00:00") + shift not in urine
+    assert mimic3.parse_time("2119-10-19 19:00:00") + shift not in urine
+    assert len(urine) > 60  # only 24 Foley/void records before
+
+
+def test_mimic3_venous_blood_gas_is_not_pao2(mimic3_records: list[Outbound]) -> None:
+    def gas(key: str, at: datetime) -> set[tuple[Quantity | None, str, float | None]]:
+        return {
+            (m.quantity, m.code, m.value)
+            for r in mimic3_records if r.key == key and r.topic == "labs"
+            for m in _obs(r).measurements if m.observed_at == at and m.unit == "mm[Hg]"
+        }  # fmt: skip
+
+    # labevents 40124 2130-02-08 09:21: SPECIMEN TYPE VEN, pO2 56
+    at = mimic3.parse_time("2130-02-08 09:21:00") + _shift("2130-02-04 02:27:27")
+    venous = gas("mimic3-40124", at)
+    assert (None, "50821-VEN", 56.0) in venous
+    assert not {q for q, _c, _v in venous} & {Quantity.PAO2, Quantity.PACO2}
+    # 44212 2123-12-07 10:21: CENTRAL VENOUS, pO2 38
+    at = mimic3.parse_time("2123-12-07 10:21:00") + _shift("2123-11-24 14:14:29")
+    assert (None, "50821-CENTRAL_VENOUS", 38.0) in gas("mimic3-44212", at)
+    # 40124 2130-02-04 09:52: ART, pO2 91 stays PaO2
+    at = mimic3.parse_time("2130-02-04 09:52:00") + _shift("2130-02-04 02:27:27")
+    assert _find(mimic3_records, "mimic3-40124", "labs", at, Quantity.PAO2) == [
+        (91.0, "mm[Hg]", False)
+    ]
+
+
+def test_mimic3_second_arterial_line_and_manual_cuff_pressure(
+    mimic3_review: tuple[list[Outbound], Skips],
+) -> None:
+    records, _skips = mimic3_review
+    # chartevents 40595 2144-10-15 10:53: ART BP 225309/225310/225312 = 148/63/89
+    at = mimic3.parse_time("2144-10-15 10:53:00") + _shift("2144-10-15 10:47:21")
+    found = [
+        (q, _find(records, "mimic3-40595", "vitals", at, q))
+        for q in (Quantity.ABP_SYS, Quantity.ABP_DIA, Quantity.ABP_MEAN)
+    ]
+    assert found == [
+        (Quantity.ABP_SYS, [(148.0, "mm[Hg]", False)]),
+        (Quantity.ABP_DIA, [(63.0, "mm[Hg]", False)]),
+        (Quantity.ABP_MEAN, [(89.0, "mm[Hg]", False)]),
+    ]
+    # 42066 2112-02-08 14:10: Manual Blood Pressure Systolic/Diastolic Left 78/52
+    at = mimic3.parse_time("2112-02-08 14:10:00") + _shift("2112-02-04 14:49:33")
+    assert (78.0, "mm[Hg]", False) in _find(records, "mimic3-42066", "vitals", at, Quantity.NBP_SYS)
+    assert (52.0, "mm[Hg]", False) in _find(records, "mimic3-42066", "vitals", at, Quantity.NBP_DIA)
+
+
+def test_mimic3_gcs_of_an_intubated_patient_is_not_sent(
+    mimic3_review: tuple[list[Outbound], Skips],
+) -> None:
+    records, skips = mimic3_review
+    with gzip.open(MIMIC3 / "chartevents.csv.gz", "rt") as handle:
+        intubated = {
+            mimic3.parse_time(row["charttime"])
+            for row in csv.DictReader(handle)
+            if row["subject_id"] == "10027" and row["itemid"] in {"723", "223900"}
+            and row["value"] in {"1.0 ET/Trach", "No Response-ETT"} and row["error"] != "1"
+        }  # fmt: skip
+    # e.g. 2190-07-13 15:00: eye 1, motor 1, verbal "1.0 ET/Trach", total 198 = 3
+    assert mimic3.parse_time("2190-07-13 15:00:00") in intubated
+    shift = _shift("2190-07-13 10:39:07")
+    sent = {g.observed_at for g in _events(records, "gcs", "mimic3-10027")}
+    assert sent
+    assert not sent & {t + shift for t in intubated}
+    assert skips.counts["mimic3_gcs_intubated"] >= len(intubated)
 
 
 # MIMIC-II numerics ------------------------------------------------------------------------
