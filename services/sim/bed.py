@@ -1,17 +1,21 @@
 """The devices of one simulated bed: what monitor, NIRS, CRRT machine, lab and chart send.
 
 Devices emit what real ones emit: rounded numerics at their own rates, including
-artefacts (a lead-off HR of 0, a flush at 300 mmHg, a lifted NIRS sensor at its 15 %
-floor). Every measurement goes through :func:`schemas.units.normalise`, so what is
+artefacts (a lead-off HR of 0, a flush at 300 mmHg, a lifted NIRS sensor showing no
+value). Every measurement goes through :func:`schemas.units.normalise`, so what is
 physically implausible is flagged ``artefact`` exactly as for a real device; the rest
 of each artefact is annotated in the ground truth (scenario ``artefact_*``).
 
 Rates: vitals 1 Hz; NBP cuff every 15 min for beds without an arterial line; NIRS
 every 5 s (device baseline with the first sample and after a re-applied sensor); CRRT
 status every 60 s; labs every 4-6 h (blood gas results after 10 min, chemistry after
-45 min; a blood gas every 2 h during septic shock, lactate re-measured as in
-CLINICAL.md Perfusion); hourly urine output and fluid intake; GCS every 4 h; infusion
-rates and the renal venous Doppler pattern when they change.
+45 min); in septic shock a blood gas (with chemistry and blood count, so the organ
+changes the ground truth claims are measured) 1 h after onset and then every 2 h until
+lactate is back below 2 mmol/L after the episode (lactate re-measured to guide resuscitation:
+Surviving Sepsis Campaign 2021, Evans et al., Crit Care Med; clearance re-measured about
+every 2 h, CLINICAL.md Perfusion); hourly urine output and fluid intake; GCS every 4 h,
+hourly while a clinical scenario is active (neuro checks); infusion rates and the renal
+venous Doppler pattern when they change.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ from schemas.units import plausible
 from services.ingest import Outbound
 from services.sim.physiology import (
     Patient,
+    gcs_total,
     renal_venous_doppler_pattern,
 )
 from services.sim.scenarios import Equipment, Scenario
@@ -47,7 +52,12 @@ from services.sim.scenarios import Equipment, Scenario
 STREAM_ARTEFACT_NOISE, STREAM_NIRS, STREAM_CRRT, STREAM_LABS, STREAM_CHART = 20, 21, 22, 23, 24
 
 NBP_EVERY_S, NIRS_EVERY_S, CRRT_EVERY_S, GCS_EVERY_S = 900, 5, 60, 4 * 3600
+GCS_ACTIVE_EVERY_S = 3600  # hourly neuro checks while the patient is unstable:
+NEURO_CHECK_SCENARIOS = frozenset(
+    {"hypotension", "septic_shock", "venous_congestion_aki", "cerebral_desaturation"}
+)
 BLOOD_GAS_TURNAROUND_S, CHEMISTRY_TURNAROUND_S, SEPTIC_GAS_EVERY_S = 600, 2700, 2 * 3600
+SEPTIC_FIRST_GAS_S, LACTATE_NORMAL_BELOW = 3600, 2.0
 NIRS_FLOOR_PCT, NIRS_CEILING_PCT = 15.0, 95.0
 
 
@@ -75,19 +85,20 @@ def measurement(
     info = QUANTITIES[quantity]
     system, code, label = info.primary
     numeric = not isinstance(value, str)
-    return Measurement(
-        quantity=quantity,
-        code_system=system,
-        code=code,
-        code_label=label,
-        value=float(value) if numeric else None,
-        value_text=None if numeric else str(value),
-        unit=info.ucum_unit,
-        observed_at=at,
-        device_id=device_id,
-        containment=None,
-        artefact=numeric and not plausible(quantity, float(value)),
-    )
+    fields: dict[str, Any] = {
+        "quantity": quantity,
+        "code_system": system,
+        "code": code,
+        "code_label": label,
+        "value": float(value) if numeric else None,
+        "value_text": None if numeric else str(value),
+        "unit": info.ucum_unit,
+        "observed_at": at,
+        "device_id": device_id,
+        "containment": None,
+        "artefact": numeric and not plausible(quantity, float(value)),
+    }
+    return Measurement(**fields)
 
 
 @dataclass
@@ -121,6 +132,10 @@ class SimulatedBed:
         self._gcs_phase = int(chart.integers(600, 3600))
         self._next_lab_s = int(self._lab_rng.integers(300, 1500))
         self._pending: list[_PendingLabs] = []
+        # septic shock: second of the next lactate blood gas, per scenario (None: done)
+        self._septic_gas: list[tuple[Scenario, int | None]] = [
+            (s, int(s.onset_s) + SEPTIC_FIRST_GAS_S) for s in scenarios if s.name == "septic_shock"
+        ]
         self._nirs_drift = np.zeros(2)
         self._nirs_baseline_due = True
         self._lifted_before: set[str] = set()
@@ -236,15 +251,14 @@ class SimulatedBed:
             ("left", Quantity.RSO2_LEFT, noise[2]),
             ("right", Quantity.RSO2_RIGHT, noise[3]),
         ):
-            lift = lifted.get(side)
-            if lift is None:
+            if side not in lifted:
                 reading = true[side] + 0.8 * float(n)
                 values.append(
                     (quantity, round(min(NIRS_CEILING_PCT, max(NIRS_FLOOR_PCT, reading))))
                 )
-            elif self._t < lift.onset_s + 0.4 * lift.duration_s:
-                values.append((quantity, NIRS_FLOOR_PCT))  # ambient light: the display floor
-            # else: the channel drops out
+            # else: the lifted channel shows no value ("--") and sends none: the oximeter
+            # has no reading below its 15 % display floor to send, and a plausible 15 %
+            # would pass as a real desaturation (schemas.units.plausible)
         if self._nirs_baseline_due and len(values) == 2:
             values += [
                 (Quantity.RSO2_BASELINE_LEFT, round(b.rso2_left_pct)),
@@ -315,14 +329,12 @@ class SimulatedBed:
             self._draw(t, at, "gas", BLOOD_GAS_TURNAROUND_S)
             self._draw(t, at, "chem", CHEMISTRY_TURNAROUND_S)
             self._next_lab_s = t + int(self._lab_rng.integers(4 * 3600, 6 * 3600 + 1))
-        for s in self.scenarios:
-            if (
-                s.name == "septic_shock"
-                and s.active(t)
-                and t >= s.onset_s + 1800
-                and (t - int(s.onset_s) - 1800) % SEPTIC_GAS_EVERY_S == 0
-            ):
-                self._draw(t, at, "gas", BLOOD_GAS_TURNAROUND_S)
+        for i, (s, due_s) in enumerate(self._septic_gas):
+            if t == due_s:
+                lactate = self._draw(t, at, "gas", BLOOD_GAS_TURNAROUND_S)[Quantity.LACTATE]
+                self._draw(t, at, "chem", CHEMISTRY_TURNAROUND_S)
+                again = s.active(t) or lactate >= LACTATE_NORMAL_BELOW
+                self._septic_gas[i] = (s, t + SEPTIC_GAS_EVERY_S if again else None)
         due = [p for p in self._pending if p.emit_s == t]
         if not due:
             return []
@@ -341,10 +353,10 @@ class SimulatedBed:
             for p in due
         ]  # fmt: skip
 
-    def _draw(self, t: int, at: datetime, panel: Literal["gas", "chem"], turnaround: int) -> None:
-        p, b, e = self.patient, self.patient.baseline, self.patient.effects
-        v = p.vitals
-        assert v is not None
+    def _draw(
+        self, t: int, at: datetime, panel: Literal["gas", "chem"], turnaround: int
+    ) -> dict[Quantity, float]:
+        p, b, e = self.patient.slow, self.patient.baseline, self.patient.effects
         n = self._lab_rng.standard_normal(8)
 
         def cv(x: float, i: int, coefficient: float = 0.04) -> float:
@@ -370,6 +382,7 @@ class SimulatedBed:
             }
         order = f"{self.patient_id}-{panel}-{t}-{len(self._pending)}"
         self._pending.append(_PendingLabs(t + turnaround, at, order, dict(values)))
+        return values
 
     # --- charting (context topic) ------------------------------------------------------
 
@@ -416,8 +429,11 @@ class SimulatedBed:
                 **common, direction="in", volume_ml=round(p.fluid_in_ml), route="iv",
             )))  # fmt: skip
             p.urine_ml = p.fluid_in_ml = 0.0
-        if t % GCS_EVERY_S == self._gcs_phase:
-            total = int(min(15, max(3, round(b.gcs_total + e.gcs))))
+        if t % GCS_EVERY_S == self._gcs_phase or (
+            t % GCS_ACTIVE_EVERY_S == self._gcs_phase
+            and any(s.name in NEURO_CHECK_SCENARIOS and s.active(t) for s in self.scenarios)
+        ):
+            total = gcs_total(b, e)
             deficit = 15 - total  # verbal goes first, then eye opening, then motor
             verbal = 5 - min(4, deficit)
             eye = 4 - min(3, deficit - (5 - verbal))

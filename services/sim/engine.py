@@ -15,6 +15,7 @@ from pathlib import Path
 from schemas.annotations import GroundTruth
 from services.ingest import Outbound
 from services.sim.bed import SimulatedBed, bed_label, patient_id_of
+from services.sim.physiology import organs_reached
 from services.sim.scenarios import (
     DEFAULT_HORIZON_S,
     Scenario,
@@ -67,8 +68,19 @@ class IcuConfig:
 
 
 def ground_truth(config: IcuConfig) -> list[GroundTruth]:
-    """One annotation per played scenario, in event time (UTC)."""
+    """One annotation per played scenario, in event time (UTC).
+
+    ``organs`` are those the bed's simulated data reaches (a SOFA subscore rise of >= 1
+    point by the end, :func:`services.sim.physiology.organs_reached`), not all the
+    organs the scenario kind may affect.
+    """
     start = config.start.astimezone(UTC)
+    played = config.played()
+
+    def organs(s: Scenario) -> tuple[str, ...]:
+        own = tuple(p for p in played if p.bed == s.bed)
+        return organs_reached(config.seed, s.bed, own, equipment_of(config.seed, s.bed, own), s)
+
     return [
         GroundTruth(
             run_id=config.run,
@@ -77,10 +89,10 @@ def ground_truth(config: IcuConfig) -> list[GroundTruth]:
             scenario=s.name,
             onset=start + timedelta(seconds=s.onset_s),
             end=start + timedelta(seconds=s.end_s),
-            organs=s.kind.organs,
+            organs=organs(s),
             description=_describe(s),
         )
-        for s in sorted(config.played(), key=lambda s: (s.onset_s, s.bed, s.name))
+        for s in sorted(played, key=lambda s: (s.onset_s, s.bed, s.name))
     ]
 
 

@@ -81,7 +81,7 @@ class Baseline:
             spo2_pct=spo2,
             resp_rate_per_min=rr,
             temperature_c=temp,
-            cvp_mmhg=clip(8, 1.5, 5, 11),
+            cvp_mmhg=clip(7, 1.5, 4, 10),
             weight_kg=round(clip(78, 14, 48, 130), 1),
             age_years=int(clip(64, 14, 19, 94)),
             sex="female" if rng.random() < 0.4 else "male",
@@ -319,8 +319,16 @@ _EFFECTS = {
 }
 
 
-def effects_at(scenarios: Sequence[Scenario], t: float, baseline: Baseline) -> Effects:
-    """The combined effects of a bed's scenarios at second ``t``."""
+def effects_at(
+    scenarios: Sequence[Scenario], t: float, baseline: Baseline, *, on_crrt: bool = False
+) -> Effects:
+    """The combined effects of a bed's scenarios at second ``t``.
+
+    On CRRT with the blood pump running, creatinine is cleared by the filter (its target
+    stays at the dialysed baseline) and fluid is removed by net ultrafiltration, not
+    furosemide: KDIGO AKI guideline 2012 (CLINICAL.md Renal: RRT defines stage 3, after
+    which creatinine no longer stages AKI).
+    """
     effects = Effects()
     for scenario in scenarios:
         apply = _EFFECTS.get(scenario.name)
@@ -328,6 +336,9 @@ def effects_at(scenarios: Sequence[Scenario], t: float, baseline: Baseline) -> E
             apply(scenario, t, baseline, effects)
         elif scenario.active(t):  # artefact_*: the devices play them
             effects.artefacts[scenario.name] = scenario
+    if on_crrt and not effects.blood_pump_stopped:
+        effects.creatinine_factor = 1.0
+        effects.furosemide_mg_h = 0.0
     return effects
 
 
@@ -345,11 +356,160 @@ class TrueVitals:
     cvp_mmhg: float
 
 
-def _lag(tau_s: float) -> float:
-    return 1.0 - math.exp(-1.0 / tau_s)
+def _lag(tau_s: float, dt_s: float = 1.0) -> float:
+    return 1.0 - math.exp(-dt_s / tau_s)
 
 
-_FEVER, _LACTATE, _CREATININE, _SLOW = _lag(2400), _lag(1800), _lag(6 * 3600), _lag(12 * 3600)
+FEVER_TAU_S, LACTATE_TAU_S, CREATININE_TAU_S, SLOW_TAU_S = 2400.0, 1800.0, 6 * 3600.0, 12 * 3600.0
+_FEVER = _lag(FEVER_TAU_S)
+_ONE_SECOND = (_lag(LACTATE_TAU_S), _lag(CREATININE_TAU_S), _lag(SLOW_TAU_S))
+
+# CVP drift: AR(1) with a 30-min time constant and a stationary SD of 1 mmHg, so a stable
+# bed stays within about baseline +/- 3 mmHg and only venous congestion (CVP +10 mmHg)
+# reaches the congestion rule's CVP >= 12 mmHg for >= 30 min (CLINICAL.md Renal and
+# venous congestion); a 3 mmHg SD with a 200-s time constant made stable beds cross it.
+CVP_DRIFT_TAU_S, CVP_DRIFT_SD_MMHG = 1800.0, 1.0
+_CVP_PHI = math.exp(-1.0 / CVP_DRIFT_TAU_S)
+_CVP_INNOVATION = CVP_DRIFT_SD_MMHG * math.sqrt(1.0 - _CVP_PHI**2)
+
+
+@dataclass
+class SlowState:
+    """Laboratory quantities that follow their targets with first-order lags.
+
+    Lactate (tau 30 min), creatinine and WBC (6 h), bilirubin and platelets (12 h):
+    what the lab measures (with its analytical CV) at each draw.
+    """
+
+    lactate_mmol_l: float
+    creatinine_mg_dl: float
+    bilirubin_mg_dl: float
+    platelets_k_ul: float
+    wbc_k_ul: float
+
+    @classmethod
+    def of(cls, b: Baseline) -> SlowState:
+        return cls(
+            b.lactate_mmol_l, b.creatinine_mg_dl, b.bilirubin_mg_dl, b.platelets_k_ul, b.wbc_k_ul
+        )
+
+    def advance(self, b: Baseline, e: Effects, dt_s: float = 1.0) -> None:
+        """Move ``dt_s`` seconds towards the targets of ``e`` (exact for a constant target)."""
+        if dt_s == 1.0:
+            lactate, creatinine, slow = _ONE_SECOND
+        else:
+            lactate, creatinine = _lag(LACTATE_TAU_S, dt_s), _lag(CREATININE_TAU_S, dt_s)
+            slow = _lag(SLOW_TAU_S, dt_s)
+        self.lactate_mmol_l += (b.lactate_mmol_l + e.lactate_mmol_l - self.lactate_mmol_l) * (
+            lactate
+        )
+        target_creatinine = b.creatinine_mg_dl * e.creatinine_factor
+        self.creatinine_mg_dl += (target_creatinine - self.creatinine_mg_dl) * creatinine
+        self.bilirubin_mg_dl += (b.bilirubin_mg_dl + e.bilirubin_mg_dl - self.bilirubin_mg_dl) * (
+            slow
+        )
+        target_platelets = b.platelets_k_ul * e.platelets_factor
+        self.platelets_k_ul += (target_platelets - self.platelets_k_ul) * slow
+        self.wbc_k_ul += (b.wbc_k_ul + e.wbc_k_ul - self.wbc_k_ul) * creatinine
+
+
+def gcs_total(b: Baseline, e: Effects) -> int:
+    """The GCS total a nurse charts (3..15)."""
+    return int(min(15, max(3, round(b.gcs_total + e.gcs))))
+
+
+# Two analytic CVs of the simulated lab (services.sim.bed: creatinine 3 %, others 4 %).
+LAB_MARGIN = {"creatinine": 0.06, "bilirubin": 0.08, "platelets": 0.08}
+SOFA_ORGANS = ("cardiovascular", "respiratory", "coagulation", "liver", "renal", "cns")
+
+
+def _points(value: float, cuts: tuple[float, ...], higher_is_worse: bool) -> int:
+    if higher_is_worse:
+        return sum(value >= c for c in cuts)
+    return sum(value < c for c in cuts)
+
+
+def sofa_subscores(b: Baseline, e: Effects, slow: SlowState) -> dict[str, int]:
+    """SOFA subscores of the noise-free state (Vincent 1996; CLINICAL.md SOFA table).
+
+    Respiratory stops at 2: 3 and 4 need respiratory support, which is not simulated.
+
+    >>> b = Baseline.draw(7, 2, Equipment(True, True, False, False))
+    >>> sofa_subscores(b, Effects(norepinephrine_ug_kg_min=0.2), SlowState.of(b))["cardiovascular"]
+    4
+    """
+    ne = e.norepinephrine_ug_kg_min
+    map_mmhg = b.map_mmhg + e.map_mmhg
+    pf = (b.pao2_mmhg + e.pao2_mmhg) / ((b.fio2_pct + e.fio2_pct) / 100.0)
+    return {
+        "cardiovascular": 4 if ne > 0.1 else 3 if ne > 0 else int(map_mmhg < 70),
+        "respiratory": _points(pf, (400, 300), higher_is_worse=False),
+        "coagulation": _points(slow.platelets_k_ul, (150, 100, 50, 20), higher_is_worse=False),
+        "liver": _points(slow.bilirubin_mg_dl, (1.2, 2.0, 6.0, 12.0), higher_is_worse=True),
+        "renal": _points(slow.creatinine_mg_dl, (1.2, 2.0, 3.5, 5.0), higher_is_worse=True),
+        "cns": _points(gcs_total(b, e), (15, 13, 10, 6), higher_is_worse=False),
+    }
+
+
+def organs_reached(
+    seed: int,
+    bed: int,
+    scenarios: Sequence[Scenario],
+    equipment: Equipment,
+    scenario: Scenario,
+    step_s: float = 60.0,
+) -> tuple[str, ...]:
+    """The organs of ``scenario`` that the simulated data actually shows.
+
+    A SOFA organ of the scenario kind's list is kept only if its subscore (of the
+    noise-free physiology of this bed, :func:`sofa_subscores`) rises by >= 1 point
+    between onset and end, the organ-dysfunction criterion of Sepsis-3 (Singer, JAMA
+    2016; CLINICAL.md SOFA). Laboratory organs must cross their cut-off by two analytic
+    CVs (:data:`LAB_MARGIN`), so a sample drawn then shows it, not a borderline value.
+    Other organs (brain, congestion, crrt_circuit) are kept as listed. The slow
+    laboratory values are integrated in ``step_s`` steps, with the same lags as the
+    per-second :class:`Patient`.
+    """
+    candidates = scenario.kind.organs
+    if not any(organ in SOFA_ORGANS for organ in candidates):
+        return candidates
+    b = Baseline.draw(seed, bed, equipment)
+    slow = SlowState.of(b)
+
+    def at(t: float, dt: float) -> dict[str, int]:
+        e = effects_at(scenarios, t, b, on_crrt=equipment.crrt)
+        if dt > 0:
+            slow.advance(b, e, dt)
+        return sofa_subscores(b, e, slow)
+
+    t = 0.0
+    while t + step_s < scenario.onset_s:
+        t += step_s
+        at(t, step_s)
+    before = at(scenario.onset_s, scenario.onset_s - t)
+    worst = dict(before)
+    t = scenario.onset_s
+    while t < scenario.end_s:
+        dt = min(step_s, scenario.end_s - t)
+        t += dt
+        now = at(t, dt)
+        conservative = SlowState(
+            slow.lactate_mmol_l,
+            slow.creatinine_mg_dl / (1.0 + LAB_MARGIN["creatinine"]),
+            slow.bilirubin_mg_dl / (1.0 + LAB_MARGIN["bilirubin"]),
+            slow.platelets_k_ul * (1.0 + LAB_MARGIN["platelets"]),
+            slow.wbc_k_ul,
+        )
+        lab = sofa_subscores(b, effects_at(scenarios, t, b, on_crrt=equipment.crrt), conservative)
+        for organ in ("renal", "liver", "coagulation"):
+            now[organ] = lab[organ]
+        for organ, points in now.items():
+            worst[organ] = max(worst[organ], points)
+    return tuple(
+        organ
+        for organ in candidates
+        if organ not in SOFA_ORGANS or worst[organ] >= before[organ] + 1
+    )
 
 
 class Patient:
@@ -360,15 +520,13 @@ class Patient:
     ) -> None:
         self.baseline = b = Baseline.draw(seed, bed, equipment)
         self.scenarios = tuple(scenarios)
+        self.on_crrt = equipment.crrt
         self._rng = np.random.default_rng([seed, bed, STREAM_VITALS_NOISE])
         self._noise = np.zeros((0, 12))
-        self._drift = np.zeros(6)  # hr, map, spo2, rr, temp, cvp
+        self._drift = np.zeros(5)  # hr, map, spo2, rr, temp
+        self._cvp_drift = 0.0
         self.fever_c = 0.0
-        self.lactate_mmol_l = b.lactate_mmol_l
-        self.creatinine_mg_dl = b.creatinine_mg_dl
-        self.bilirubin_mg_dl = b.bilirubin_mg_dl
-        self.platelets_k_ul = b.platelets_k_ul
-        self.wbc_k_ul = b.wbc_k_ul
+        self.slow = SlowState.of(b)
         self.urine_ml = 0.0  # collected since the last hourly charting
         self.fluid_in_ml = 0.0
         self.effects = Effects()
@@ -376,16 +534,18 @@ class Patient:
 
     def step(self, t: int) -> TrueVitals:
         """Advance to second ``t`` (called for t = 0, 1, 2, ...)."""
-        b, e = self.baseline, effects_at(self.scenarios, t, self.baseline)
+        b = self.baseline
+        e = effects_at(self.scenarios, t, b, on_crrt=self.on_crrt)
         self.effects = e
         row = t % _NOISE_BLOCK_S
         if row == 0 or len(self._noise) == 0:
             self._noise = self._rng.standard_normal((_NOISE_BLOCK_S, 12))
         n = self._noise[row]
         d = self._drift
-        # AR(1) drifts (phi 0.995): hr, map, spo2, rr, temp, cvp
+        # AR(1) drifts (phi 0.995): hr, map, spo2, rr, temp
         d *= 0.995
-        d += n[:6] * (0.25, 0.12, 0.03, 0.05, 0.002, 0.03)
+        d += n[:5] * (0.25, 0.12, 0.03, 0.05, 0.002)
+        self._cvp_drift = _CVP_PHI * self._cvp_drift + _CVP_INNOVATION * float(n[5])
         hr = b.heart_rate_per_min + d[0] + n[6] + e.heart_rate_per_min
         map_mmhg = b.map_mmhg + d[1] + n[7] + e.map_mmhg
         pp = b.pulse_pressure_mmhg * e.pulse_pressure_factor + n[8]
@@ -393,18 +553,8 @@ class Patient:
         rr = b.resp_rate_per_min + d[3] + 0.6 * n[10] + e.resp_rate_per_min
         self.fever_c += (e.fever_c - self.fever_c) * _FEVER
         temp = b.temperature_c + d[4] + 0.02 * n[11] + self.fever_c
-        cvp = b.cvp_mmhg + d[5] * 10 + e.cvp_mmhg
-        self.lactate_mmol_l += (b.lactate_mmol_l + e.lactate_mmol_l - self.lactate_mmol_l) * (
-            _LACTATE
-        )
-        target_creatinine = b.creatinine_mg_dl * e.creatinine_factor
-        self.creatinine_mg_dl += (target_creatinine - self.creatinine_mg_dl) * _CREATININE
-        self.bilirubin_mg_dl += (b.bilirubin_mg_dl + e.bilirubin_mg_dl - self.bilirubin_mg_dl) * (
-            _SLOW
-        )
-        target_platelets = b.platelets_k_ul * e.platelets_factor
-        self.platelets_k_ul += (target_platelets - self.platelets_k_ul) * _SLOW
-        self.wbc_k_ul += (b.wbc_k_ul + e.wbc_k_ul - self.wbc_k_ul) * _CREATININE
+        cvp = b.cvp_mmhg + self._cvp_drift + e.cvp_mmhg
+        self.slow.advance(b, e)
         self.urine_ml += b.urine_ml_kg_h * e.urine_factor * b.weight_kg / 3600.0
         self.fluid_in_ml += (80.0 + e.fluid_in_ml_h) / 3600.0
         self.vitals = TrueVitals(

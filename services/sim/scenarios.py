@@ -34,7 +34,11 @@ STREAM_PLAN, STREAM_ARTEFACT_PLAN, STREAM_EQUIPMENT = 1, 2, 3
 
 @dataclass(frozen=True)
 class ScenarioKind:
-    """What a scenario is about: the organs it should affect and what it needs at the bed."""
+    """What a scenario is about: the organs it may affect and what it needs at the bed.
+
+    The ground truth lists only the SOFA organs the simulated data reaches (see
+    :func:`services.sim.physiology.organs_reached`); other organs are listed as is.
+    """
 
     name: str
     organs: tuple[str, ...]
@@ -59,7 +63,7 @@ SCENARIO_KINDS: Mapping[str, ScenarioKind] = MappingProxyType(
             ),
             _kind(
                 "septic_shock",
-                ("cardiovascular", "renal", "coagulation", "liver"),
+                ("cardiovascular", "respiratory", "renal", "coagulation", "liver", "cns"),
                 "vasodilatory shock: MAP falls, HR, temperature and lactate rise, urine output"
                 " falls; norepinephrine titrated",
                 "arterial_line central_line",
@@ -67,7 +71,7 @@ SCENARIO_KINDS: Mapping[str, ScenarioKind] = MappingProxyType(
             ),
             _kind(
                 "venous_congestion_aki",
-                ("renal", "cardiovascular"),
+                ("renal", "congestion"),
                 "CVP rises, positive fluid balance, renal venous Doppler continuous -> biphasic"
                 " -> monophasic, oliguria, creatinine rises (KDIGO)",
                 "central_line",
@@ -115,7 +119,7 @@ SCENARIO_KINDS: Mapping[str, ScenarioKind] = MappingProxyType(
             _kind(
                 "artefact_nirs_sensor_lift",
                 (),
-                "NIRS sensor lifted: rSO2 reads the device floor (15%) then drops out",
+                "NIRS sensor lifted: the channel shows no rSO2 value until re-applied",
                 "nirs",
                 120,
             ),
@@ -274,21 +278,33 @@ class Equipment:
         return bool(getattr(self, item))
 
 
+# Scenarios whose course assumes native kidneys (creatinine rising, oliguria, diuretics):
+# a bed with one of them gets CRRT only if the plan needs it (e.g. a CRRT scenario too).
+NATIVE_KIDNEY_SCENARIOS = frozenset({"venous_congestion_aki", "septic_shock"})
+
+
 def equipment_of(seed: int, bed: int, plan: Sequence[Scenario]) -> Equipment:
-    """Arterial line 80 %, central line 70 %, NIRS 30 %, CRRT 15 % of beds, or as needed."""
+    """Arterial line 80 %, central line 70 %, NIRS 30 %, CRRT 15 % of beds, or as needed.
+
+    No random CRRT on a bed with a :data:`NATIVE_KIDNEY_SCENARIOS` scenario: KDIGO AKI
+    staging by creatinine and urine output (CLINICAL.md Renal) describes kidneys that
+    are not dialysed.
+    """
     rng = np.random.default_rng([seed, bed, STREAM_EQUIPMENT])
     draws = rng.random(4)
     needs: set[str] = set()
+    native_kidneys = False
     for scenario in plan:
         if scenario.bed == bed:
             needs |= scenario.kind.needs
+            native_kidneys |= scenario.name in NATIVE_KIDNEY_SCENARIOS
             if scenario.name == "device_disconnect" and scenario.device != "monitor":
                 needs.add(scenario.device)
     return Equipment(
         arterial_line=bool(draws[0] < 0.8) or "arterial_line" in needs,
         central_line=bool(draws[1] < 0.7) or bool(needs & {"central_line", "crrt"}),
         nirs=bool(draws[2] < 0.3) or "nirs" in needs,
-        crrt=bool(draws[3] < 0.15) or "crrt" in needs,
+        crrt=bool(draws[3] < 0.15 and not native_kidneys) or "crrt" in needs,
     )
 
 

@@ -111,8 +111,7 @@ def test_septic_shock_map_low_lactate_up_norepinephrine_fever_oliguria(icu: Run)
         for m in msg.measurements
         if m.quantity is Quantity.LACTATE
     ]
-    assert lactate[0][1] < 2, "admission lactate is normal"
-    assert max(v for t, v in lactate if t >= at(plateau)) > 2
+    assert lactate[0][1] < 2, "admission lactate is normal"  # septic lactate: test_sim_realism
     drips = [p for _s, p in records(icu, "context", 2) if isinstance(p, Infusion)]
     assert drips[0].drug == "norepinephrine"
     assert drips[0].observed_at > at(onset)
@@ -146,11 +145,13 @@ def test_cerebral_desaturation_drops_below_80_percent_of_baseline_with_asymmetry
     assert all(right[s] > 0.9 * baseline_right for s in calm)  # type: ignore[operator]
 
 
-def test_nirs_sensor_lift_reads_the_floor_then_drops_out_then_rebaselines(icu: Run) -> None:
+def test_nirs_sensor_lift_shows_no_value_then_rebaselines(icu: Run) -> None:
     left = trace(icu, "nirs", 3, Quantity.RSO2_LEFT)
-    lift = [s for s in range(1500, 1600, 5)]
-    assert [left.get(s) for s in lift[:8]] == [15.0] * 8
-    assert all(s not in left for s in lift[9:])
+    right = trace(icu, "nirs", 3, Quantity.RSO2_RIGHT)
+    lift = range(1500, 1600, 5)
+    assert all(s not in left for s in lift), "no plausible-looking 15 % while lifted"
+    assert all(s in right for s in lift), "the other channel goes on"
+    assert {1495, 1600} <= set(left)
     rebaselined = [s for s, m in records(icu, "nirs", 3) if m.value_of(Quantity.RSO2_BASELINE_LEFT)]
     assert rebaselined == [0, 1600]
 
