@@ -18,12 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import re
-import shutil
 import sys
-import tempfile
 import threading
 import time
 import uuid
@@ -35,12 +30,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from schemas.topics import TopicRegistry  # noqa: E402
-from services import procs  # noqa: E402
+from bench.common import broker, machine, write_results  # noqa: E402
 from services.ingest.hl7 import parse_hl7  # noqa: E402
-from services.kafka_io import create_topics  # noqa: E402
-from services.kafka_local import LocalKafka, LocalKafkaConfig, free_ports  # noqa: E402
 from tests.support.sockets import LineClient, MllpClient, ack_code  # noqa: E402
+from tests.support.stack import Stack  # noqa: E402
 
 MESSAGE = (
     "MSH|^~\\&|GW|ICU|VIGIL|HOSP|{now}||ORU^R01^ORU_R01|{cid}|P|2.6|||AL|NE\r"
@@ -61,24 +54,6 @@ def hl7_message(n: int) -> bytes:
     return MESSAGE.format(
         now=now, cid=f"B{n:08d}", mrn=f"MRN{n % 200:04d}", bed=f"{n % 200:02d}", hr=60 + n % 40
     ).encode()
-
-
-def start_listener(kind: str, env: dict[str, str], workdir: Path) -> tuple[object, int]:
-    log = workdir / f"{kind}.log"
-    proc = procs.spawn(
-        [sys.executable, "-m", "services.cli", kind, "listen", "--port", "0"],
-        env=env,
-        log_path=log,
-    )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        match = re.search(rf"^{kind} listening on \S+:(\d+)$", log.read_text(), re.MULTILINE)
-        if match:
-            return proc, int(match.group(1))
-        if proc.poll() is not None:
-            raise RuntimeError(f"{kind} listener exited: {log.read_text()}")
-        time.sleep(0.2)
-    raise RuntimeError(f"{kind} listener did not start: {log.read_text()}")
 
 
 def bench_hl7(port: int, connections: int, messages: int) -> dict[str, float]:
@@ -158,50 +133,26 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=3000)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     args = parser.parse_args()
-    results: dict[str, object] = {
-        "when": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
-        f"Python {platform.python_version()}",
-        "pure": bench_parse(args.messages),
-    }
+    results: dict[str, object] = {**machine(), "pure": bench_parse(args.messages)}
     print(json.dumps(results["pure"], indent=2), flush=True)
-    workdir = Path(tempfile.mkdtemp(prefix="vigil-bench-ingest-"))
-    broker: LocalKafka | None = None
-    listeners: list[object] = []
-    try:
-        bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
-        if not bootstrap:
-            port, controller = free_ports(2)
-            broker = LocalKafka(LocalKafkaConfig(
-                data_dir=workdir / "kafka", cache_dir=ROOT / ".cache" / "kafka",
-                port=port, controller_port=controller))  # fmt: skip
-            broker.start(die_with_parent=True)
-            bootstrap = broker.bootstrap
-        prefix = f"bench-{uuid.uuid4().hex[:6]}."
-        create_topics(bootstrap, TopicRegistry(prefix=prefix, partitions=4))
-        env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": bootstrap, "VIGIL_TOPIC_PREFIX": prefix,
-               "VIGIL_LOG_LEVEL": "WARNING"}  # fmt: skip
-        hl7_proc, hl7_port = start_listener("hl7", env, workdir)
-        nirs_proc, nirs_port = start_listener("nirs", env, workdir)
-        listeners += [hl7_proc, nirs_proc]
-        runs = []
-        for connections in (1, 4, 16):
-            figures = bench_hl7(hl7_port, connections, args.messages)
-            print(json.dumps(figures), flush=True)
-            runs.append(figures)
-        results["hl7_mllp"] = runs
-        results["nirs_lines"] = bench_nirs(nirs_port, args.messages * 3)
-        print(json.dumps(results["nirs_lines"]), flush=True)
-    finally:
-        for proc in listeners:
-            procs.stop(proc)  # type: ignore[arg-type]
-        if broker is not None:
-            broker.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "ingest.json").write_text(json.dumps(results, indent=2) + "\n")
-    (args.out / "ingest.md").write_text(to_markdown(results))
-    print(f"written to {args.out / 'ingest.json'} and ingest.md")
+    with broker("ingest") as kafka:
+        stack = Stack(kafka.bootstrap, kafka.workdir, f"bench-{uuid.uuid4().hex[:6]}.")
+        stack.create_topics()
+        try:
+            env = {"VIGIL_LOG_LEVEL": "WARNING"}
+            _hl7, hl7_port = stack.start_listener("hl7", env=env)
+            _nirs, nirs_port = stack.start_listener("nirs", env=env)
+            runs = []
+            for connections in (1, 4, 16):
+                figures = bench_hl7(hl7_port, connections, args.messages)
+                print(json.dumps(figures), flush=True)
+                runs.append(figures)
+            results["hl7_mllp"] = runs
+            results["nirs_lines"] = bench_nirs(nirs_port, args.messages * 3)
+            print(json.dumps(results["nirs_lines"]), flush=True)
+        finally:
+            stack.stop_all()
+    write_results(args.out, "ingest", results, to_markdown(results))
 
 
 def to_markdown(results: dict[str, object]) -> str:

@@ -18,10 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import shutil
 import sys
-import tempfile
 import time
 import uuid
 from datetime import UTC, datetime
@@ -32,6 +29,7 @@ from kafka import KafkaConsumer, TopicPartition
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.common import broker, machine, write_results  # noqa: E402
 from schemas.observations import VitalSigns  # noqa: E402
 from schemas.topics import TopicRegistry  # noqa: E402
 from services import procs  # noqa: E402
@@ -40,7 +38,7 @@ from services.kafka_io import (  # noqa: E402
     create_topics,
     reliable_producer,
 )
-from services.kafka_local import LocalKafka, LocalKafkaConfig, free_port  # noqa: E402
+from services.kafka_local import free_port  # noqa: E402
 from services.sim_publisher import publish_simulation  # noqa: E402
 from services.simulator import HypotensionEpisode, SimulationConfig, simulate  # noqa: E402
 from streams.monitor import PatientMonitor  # noqa: E402
@@ -157,9 +155,7 @@ def main() -> None:
     args = parser.parse_args()
 
     results: dict[str, object] = {
-        "when": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
-        f"Python {platform.python_version()}",
+        **machine(),
         "beds": args.beds,
         "simulated_seconds": args.seconds,
     }
@@ -167,28 +163,13 @@ def main() -> None:
     results["pure_core"] = bench_pure_core(args.beds, args.seconds)
     print(json.dumps(results["pure_core"], indent=2), flush=True)
 
-    workdir = Path(tempfile.mkdtemp(prefix="vigil-bench-"))
-    broker: LocalKafka | None = None
-    try:
-        bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
-        if not bootstrap:
-            broker = LocalKafka(LocalKafkaConfig(
-                data_dir=workdir / "kafka", cache_dir=ROOT / ".cache" / "kafka",
-                port=free_port(), controller_port=free_port()))  # fmt: skip
-            results["broker_start_s"] = broker.start(die_with_parent=True)
-            bootstrap = broker.bootstrap
-        print(f"through the broker at {bootstrap} ...", flush=True)
-        results["broker"] = bench_broker(bootstrap, args.beds, args.seconds, workdir)
+    with broker("pipeline") as kafka:
+        if kafka.start_s is not None:
+            results["broker_start_s"] = kafka.start_s
+        print(f"through the broker at {kafka.bootstrap} ...", flush=True)
+        results["broker"] = bench_broker(kafka.bootstrap, args.beds, args.seconds, kafka.workdir)
         print(json.dumps(results["broker"], indent=2), flush=True)
-    finally:
-        if broker is not None:
-            broker.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
-
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "pipeline.json").write_text(json.dumps(results, indent=2) + "\n")
-    (args.out / "pipeline.md").write_text(to_markdown(results))
-    print(f"written to {args.out / 'pipeline.json'} and pipeline.md")
+    write_results(args.out, "pipeline", results, to_markdown(results))
 
 
 def to_markdown(results: dict[str, object]) -> str:

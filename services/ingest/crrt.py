@@ -23,15 +23,13 @@ from datetime import datetime, tzinfo
 from typing import Final
 
 from schemas.codes import Quantity
-from schemas.common import SourceInfo
 from schemas.observations import CrrtStatus, Measurement
-from services.ingest import Outbound
 from services.ingest.linefmt import (
     NO_VALUE,
     LineRecord,
-    build,
     carrying_sender_id,
     numeric_measurement,
+    observation_record,
     parse_text,
     read_header,
     read_sender_id,
@@ -110,19 +108,6 @@ def parse_crrt_line(
             )
         if not measurements:
             raise refuse("invalid_message", "no measurement: give at least one CRRT field")
-        payload = build(
-            CrrtStatus,
-            patient_id=header.patient_id,
-            bed=header.bed,
-            care_unit=header.care_unit,
-            source=SourceInfo(
-                adapter="crrt", device_id=header.device_id, message_control_id=sender_id
-            ),
-            received_at=received_at,
-            measurements=tuple(measurements),
+        return observation_record(
+            CrrtStatus, header, sender_id, measurements, received_at=received_at
         )
-    return LineRecord(
-        outbound=Outbound(topic="crrt", key=header.patient_id, payload=payload),
-        sender_id=sender_id,
-        patient_id=header.patient_id,
-    )

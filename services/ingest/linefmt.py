@@ -31,7 +31,8 @@ from typing import Final
 from pydantic import BaseModel, ValidationError
 
 from schemas.codes import QUANTITIES, Quantity
-from schemas.observations import Measurement
+from schemas.common import SourceInfo
+from schemas.observations import Measurement, ObservationMessage
 from schemas.units import canonical_unit_spelling, normalise
 from services.ingest import InputRefusedError, Outbound
 
@@ -531,3 +532,29 @@ def build(model: Callable[..., BaseModel], **fields: object) -> BaseModel:
         return model(**fields)
     except ValidationError as exc:
         raise refuse("invalid_message", describe_validation_error(exc)) from None
+
+
+def observation_record(
+    model: type[ObservationMessage],
+    header: Header,
+    sender_id: str | None,
+    measurements: list[Measurement],
+    *,
+    received_at: datetime,
+) -> LineRecord:
+    """The record of one NIRS or CRRT line: its message on the model's own topic."""
+    topic = model.category.value
+    payload = build(
+        model,
+        patient_id=header.patient_id,
+        bed=header.bed,
+        care_unit=header.care_unit,
+        source=SourceInfo(adapter=topic, device_id=header.device_id, message_control_id=sender_id),
+        received_at=received_at,
+        measurements=tuple(measurements),
+    )
+    return LineRecord(
+        outbound=Outbound(topic=topic, key=header.patient_id, payload=payload),
+        sender_id=sender_id,
+        patient_id=header.patient_id,
+    )

@@ -22,15 +22,13 @@ from datetime import datetime, tzinfo
 from typing import Final
 
 from schemas.codes import Quantity
-from schemas.common import SourceInfo
 from schemas.observations import Measurement, NirsSample
-from services.ingest import Outbound
 from services.ingest.linefmt import (
     NO_VALUE,
     LineRecord,
-    build,
     carrying_sender_id,
     numeric_measurement,
+    observation_record,
     read_header,
     read_sender_id,
     refuse,
@@ -90,19 +88,6 @@ def parse_nirs_line(
                 "invalid_message",
                 "no measurement: give left, right, baseline_left or baseline_right",
             )
-        payload = build(
-            NirsSample,
-            patient_id=header.patient_id,
-            bed=header.bed,
-            care_unit=header.care_unit,
-            source=SourceInfo(
-                adapter="nirs", device_id=header.device_id, message_control_id=sender_id
-            ),
-            received_at=received_at,
-            measurements=tuple(measurements),
+        return observation_record(
+            NirsSample, header, sender_id, measurements, received_at=received_at
         )
-    return LineRecord(
-        outbound=Outbound(topic="nirs", key=header.patient_id, payload=payload),
-        sender_id=sender_id,
-        patient_id=header.patient_id,
-    )

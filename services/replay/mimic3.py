@@ -127,6 +127,11 @@ class _Collector:
         self.seq += 1
         p.events.append((at, rank, self.seq, make))
 
+    def patient_of(self, row: dict[str, str]) -> _Patient | None:
+        """The selected patient a row belongs to, if any."""
+        subject = _int(row.get("subject_id"))
+        return self.patients.get(subject) if subject is not None else None
+
     def time(self, p: _Patient, text: str, reason: str) -> datetime | None:
         try:
             return parse_time(text) + p.shift
@@ -289,8 +294,7 @@ def _chartevents(folder: Path, c: _Collector) -> None:
         | items.GCS_VERBAL | items.GCS_MOTOR | items.WEIGHT_KG | items.WEIGHT_LB
     )  # fmt: skip
     for row in _rows(folder / "chartevents.csv.gz"):
-        subject = _int(row.get("subject_id"))
-        p = c.patients.get(subject) if subject is not None else None
+        p = c.patient_of(row)
         itemid = _int(row.get("itemid"))
         if p is None or itemid not in wanted:
             continue
@@ -389,8 +393,7 @@ def _labevents(folder: Path, c: _Collector) -> None:
     first_row: dict[tuple[int, datetime], str] = {}
     specimens: dict[tuple[int, datetime], set[str]] = defaultdict(set)
     for row in _rows(folder / "labevents.csv.gz"):
-        subject = _int(row.get("subject_id"))
-        p = c.patients.get(subject) if subject is not None else None
+        p = c.patient_of(row)
         itemid = _int(row.get("itemid"))
         if p is not None and itemid == items.LAB_SPECIMEN_TYPE:
             at = c.time(p, row["charttime"], "mimic3_lab_bad_time")
@@ -456,8 +459,7 @@ def _outputevents(folder: Path, c: _Collector) -> None:
     irrigant: dict[tuple[int, datetime], dict[int, tuple[float, str]]] = defaultdict(dict)
     wanted = items.URINE_ITEMS | {items.GU_IRRIGANT_IN, items.GU_IRRIGANT_OUT}
     for row in _rows(folder / "outputevents.csv.gz"):
-        subject = _int(row.get("subject_id"))
-        p = c.patients.get(subject) if subject is not None else None
+        p = c.patient_of(row)
         itemid = _int(row.get("itemid"))
         if p is None or itemid not in wanted:
             continue
@@ -549,8 +551,7 @@ def _inputevents_mv(folder: Path, c: _Collector) -> None:
     )
     mv_weights: dict[int, list[tuple[datetime, float, str]]] = defaultdict(list)
     for row in _rows(folder / "inputevents_mv.csv.gz"):
-        subject = _int(row.get("subject_id"))
-        p = c.patients.get(subject) if subject is not None else None
+        p = c.patient_of(row)
         if p is None:
             continue
         start = c.time(p, row.get("starttime", ""), "mimic3_mv_bad_time")
@@ -628,8 +629,7 @@ def _inputevents_cv(folder: Path, c: _Collector) -> None:
         defaultdict(lambda: defaultdict(list))
     )
     for row in _rows(folder / "inputevents_cv.csv.gz"):
-        subject = _int(row.get("subject_id"))
-        p = c.patients.get(subject) if subject is not None else None
+        p = c.patient_of(row)
         itemid = _int(row.get("itemid")) or 0
         drug = items.DRUG_ITEMS.get(itemid)
         if p is None or drug is None:
@@ -714,8 +714,7 @@ def _crrt(folder: Path, c: _Collector) -> None:
     groups: dict[tuple[int, datetime], list[_Spec]] = {}
     first: dict[tuple[int, datetime], str] = {}
     for number, row in enumerate(_rows(path), start=2):
-        subject = _int(row.get("subject_id"))
-        p = c.patients.get(subject) if subject is not None else None
+        p = c.patient_of(row)
         itemid = _int(row.get("itemid"))
         if p is None:
             continue

@@ -1,0 +1,64 @@
+"""What every benchmark script shares: a broker to measure against, the machine, results."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from services.kafka_local import LocalKafka, LocalKafkaConfig, free_ports
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def machine() -> dict[str, object]:
+    """When and where the figures were taken."""
+    return {
+        "when": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
+        f"Python {platform.python_version()}",
+    }
+
+
+@dataclass(frozen=True)
+class Broker:
+    bootstrap: str
+    workdir: Path
+    start_s: float | None  # None: an existing cluster (KAFKA_BOOTSTRAP_SERVERS)
+
+
+@contextmanager
+def broker(tag: str) -> Iterator[Broker]:
+    """KAFKA_BOOTSTRAP_SERVERS if set, else the project's local Kafka on free ports in a
+    scratch dir; stopped and removed afterwards."""
+    workdir = Path(tempfile.mkdtemp(prefix=f"vigil-bench-{tag}-"))
+    local: LocalKafka | None = None
+    try:
+        bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+        start_s = None
+        if not bootstrap:
+            port, controller = free_ports(2)
+            local = LocalKafka(LocalKafkaConfig(
+                data_dir=workdir / "kafka", cache_dir=ROOT / ".cache" / "kafka",
+                port=port, controller_port=controller))  # fmt: skip
+            start_s = local.start(die_with_parent=True)
+            bootstrap = local.bootstrap
+        yield Broker(bootstrap, workdir, start_s)
+    finally:
+        if local is not None:
+            local.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def write_results(out: Path, name: str, results: dict[str, object], markdown: str) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}.json").write_text(json.dumps(results, indent=2) + "\n")
+    (out / f"{name}.md").write_text(markdown)
+    print(f"written to {out / name}.json and {name}.md")
