@@ -1,0 +1,1 @@
+"""Per-organ features: pure, event-time modules the worker composes per patient."""
