@@ -22,6 +22,22 @@ class AlertPhase(StrEnum):
     END = "end"
 
 
+class AlertReason(StrEnum):
+    """Why an event was emitted (the phase says what; this says why)."""
+
+    ONSET = "onset"  # start: the condition held through its on-delay
+    BAND = "band"  # start or escalate: a worse band held through its own on-delay
+    DURATION = "duration"  # escalate: still active after the escalation time
+    REMINDER = "reminder"  # update: re-announcement of an unacknowledged alarm
+    ACKNOWLEDGE = "acknowledge"  # update: a clinician acknowledged it
+    SILENCE = "silence"  # update: reminders silenced until ``silenced_until``
+    UNSILENCE = "unsilence"  # update: the silence was lifted
+    LATCHED = "latched"  # update: resolved, but shown until acknowledged (latching rule)
+    RELAPSED = "relapsed"  # update: the condition returned while latched
+    RESOLVED = "resolved"  # end: the clear condition held through its off-delay
+    RULE_REMOVED = "rule_removed"  # end: the rule was removed or disabled
+
+
 class AlertPriority(StrEnum):
     """IEC 60601-1-8 priorities (high red, medium yellow, low cyan)."""
 
@@ -57,6 +73,17 @@ class AlertEvent(Contract):
     )
     explanation: tuple[str, ...] = Field(description="Rule trace, human-readable")
     source: str = Field(max_length=256, description="Clinical source of the rule")
+    reason: AlertReason | None = Field(default=None, description="Why this event was emitted")
+    latched: bool = Field(
+        default=False, description="Resolved but shown until acknowledged (latching rule)"
+    )
+    acknowledged_by: str | None = Field(
+        default=None, max_length=64, description="Who acknowledged it (until it escalates)"
+    )
+    acknowledged_at: UtcDatetime | None = Field(default=None, description="When it was acked")
+    silenced_until: UtcDatetime | None = Field(
+        default=None, description="Reminders silenced until then (never hidden)"
+    )
 
 
 class AlertAck(Contract):

@@ -13,7 +13,7 @@ import pytest
 from jsonschema import Draft202012Validator
 from pydantic import BaseModel, ValidationError
 
-from schemas.alerts import AlertAck, AlertEvent, AlertPhase, AlertPriority
+from schemas.alerts import AlertAck, AlertEvent, AlertPhase, AlertPriority, AlertReason
 from schemas.annotations import GroundTruth
 from schemas.codes import QUANTITIES, Category, CodeSystem, Quantity, lookup
 from schemas.common import SourceInfo
@@ -193,6 +193,7 @@ def example_messages() -> dict[str, BaseModel]:
             trigger_received_at=RECEIVED,
             explanation=("1-min median MAP 61 < 65 mmHg for 300 s (on-delay 300 s)",),
             source="CLINICAL.md Perfusion: MAP < 65 mmHg (Sepsis-3)",
+            reason=AlertReason.ONSET,
         ),
         "alerts.ack": AlertAck(
             ack_id="ack-7f3a",
