@@ -317,9 +317,18 @@ class PatientAlarms:
     # --- evaluation ----------------------------------------------------------------
 
     def evaluate(
-        self, at_s: float, features: Features, rules: RuleSet, context: AlertContext
+        self,
+        at_s: float,
+        features: Features,
+        rules: RuleSet,
+        context: AlertContext,
+        only: frozenset[str] | None = None,
     ) -> list[AlertDraft]:
-        """Advance every rule to event time ``at_s``; returns the events it causes."""
+        """Advance every rule (or the rule ids in ``only``) to event time ``at_s``.
+
+        Returns the events it causes. ``only`` lets the caller evaluate just the rules
+        a new record can affect; the others keep their state untouched.
+        """
         if self.last_at is not None and at_s < self.last_at:
             self.stale_evaluations += 1
             return []
@@ -338,7 +347,8 @@ class PatientAlarms:
                     )
                 )
         for rule in rules.enabled:
-            drafts += self._step(rule, rules, at_s, features, context)
+            if only is None or rule.id in only:
+                drafts += self._step(rule, rules, at_s, features, context)
         return drafts
 
     def _step(

@@ -1,18 +1,33 @@
-"""The faust app: thin agents that decode, look up per-patient state, call the core, emit.
+"""The faust app: one thin agent that decodes, looks up per-patient state, calls the core, emits.
 
-Everything clinical lives in pure modules (``streams.monitor``, ``streams.alarm``,
-``streams.rolling``); this module only wires them to Kafka. Per-patient state is a
-changelog-backed table keyed by patient id, so a restarted worker recovers it.
-Processing is at-least-once: after a crash, re-delivered samples are not after the
-patient's last event time and change nothing (see ``streams.monitor``), and alert
-events carry deterministic ids, so consumers drop any duplicate.
+Everything clinical lives in pure modules (``streams.patient`` and the feature
+groups, ``streams.alarm``); this module only wires them to Kafka.
+
+- **One agent over every co-partitioned input** (vitals, nirs, crrt, labs,
+  context, alerts.ack): a patient's records all land on the same partition
+  number, so one worker owns all of a patient's inputs and state.
+- **Batches.** Records are taken in batches (``take_events``); each patient's
+  records are applied in order, its alerts sent, and Kafka's acknowledgement of
+  every alert awaited once per batch.
+- **State and offsets.** ``PatientState`` lives in a changelog-backed table
+  (RocksDB by default). A patient's state is written at most every
+  ``SNAPSHOT_EVERY_S`` of its event time (or when it raised an alert, or after
+  ``SNAPSHOT_AFTER_BATCHES``), and the records it contains are acknowledged to
+  faust, so their offsets can be committed, only once that snapshot is written.
+  After a crash, records after the committed offset are delivered again; the
+  state remembers the last offset applied per partition and skips them.
+  Alert ids are deterministic, so a repeat of an alert has the same id.
+- **Ticks.** As a partition's event time moves on, every patient seen on it is
+  ticked every ``TICK_EVERY_S`` so "no data" technical alarms fire for a silent
+  patient.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -20,15 +35,38 @@ from typing import Any
 import faust
 from pydantic import ValidationError
 
+from schemas.alerts import AlertAck
+from schemas.context import ContextEvent
 from schemas.deadletter import DeadLetter
-from schemas.observations import VitalSigns
+from schemas.observations import CrrtStatus, LabResults, NirsSample, ObservationMessage, VitalSigns
 from schemas.topics import TopicRegistry
 from streams import metrics
-from streams.monitor import PatientMonitor
+from streams.alarm import AlertDraft
+from streams.patient import PatientState
 from streams.rules import RuleSet
 
 Clock = Callable[[], datetime]
 log = logging.getLogger(__name__)
+
+INPUTS: dict[str, type[ObservationMessage] | None] = {
+    "vitals": VitalSigns,
+    "nirs": NirsSample,
+    "crrt": CrrtStatus,
+    "labs": LabResults,
+    "context": None,
+    "alerts.ack": None,
+}
+SNAPSHOT_EVERY_S = 10.0
+"""Write a patient's state when its event time moved this far since the last write."""
+SNAPSHOT_AFTER_BATCHES = 20
+"""...or when it has waited this many batches (patients whose clock stands still)."""
+TICK_EVERY_S = 5.0
+FEATURES_EVERY_S = 60.0
+"""Publish a patient's features at least once a minute of event time..."""
+FEATURES_MIN_EVERY_S = 10.0
+"""...and on a change, at most every 10 s (rate limit)."""
+BATCH_MAX = 1000
+BATCH_WITHIN_S = 0.05
 
 
 def _wall_clock() -> datetime:
@@ -47,9 +85,20 @@ class WorkerConfig:
     rules: RuleSet
 
 
+@dataclass
+class _Live:
+    """A patient's state in memory, the records it holds un-acknowledged, and when saved."""
+
+    state: PatientState
+    partition: int
+    held: list[Any] = field(default_factory=list)
+    saved_clock: float | None = None
+    dirty_batches: int = 0
+
+
 def create_app(config: WorkerConfig, clock: Clock = _wall_clock) -> faust.App:
-    """Build the faust app with its topics, table and agents."""
-    partitions = config.topics.partitions
+    """Build the faust app with its topics, table and agent."""
+    topics = config.topics
     app = faust.App(
         config.app_id,
         broker=[f"kafka://{server}" for server in config.bootstrap_servers.split(",")],
@@ -57,58 +106,66 @@ def create_app(config: WorkerConfig, clock: Clock = _wall_clock) -> faust.App:
         datadir=str(config.datadir),
         autodiscover=False,
         web_enabled=False,
-        topic_partitions=partitions,
-        topic_replication_factor=config.topics.replication_factor,
+        topic_partitions=topics.partitions,
+        topic_replication_factor=topics.replication_factor,
         producer_acks=-1,
-        # Batch produce requests (changelog and alerts): without a linger aiokafka sends a
-        # request per record and the worker spends a third of its time in socket writes.
+        # Batch produce requests (changelog, alerts, features).
         producer_linger=0.02,
         producer_max_batch_size=256 * 1024,
         # A dead worker's patients move to another within ~10 s, not faust's default 60 s.
         broker_session_timeout=10.0,
         broker_heartbeat_interval=3.0,
         consumer_auto_offset_reset="earliest",
+        # Records are acknowledged only once the patient state holding them is written;
+        # a rebalance must not wait for that (the new owner re-reads and skips them).
+        stream_wait_empty=False,
     )
 
-    def raw_topic(base_name: str) -> Any:
+    def raw_topic(*base_names: str) -> Any:
         return app.topic(
-            config.topics.name(base_name),
+            *(topics.name(name) for name in base_names),
             key_serializer="raw",
             value_serializer="raw",
-            partitions=config.topics.partitions_of(base_name),
+            partitions=topics.partitions_of(base_names[0]),
         )
 
-    vitals_topic, alerts_topic, deadletter_topic = (
-        raw_topic("vitals"),
-        raw_topic("alerts"),
-        raw_topic("deadletter"),
-    )
-    monitors = app.Table(
-        "patient-monitor",
+    source_of = {topics.name(name): name for name in INPUTS}
+    inputs = raw_topic(*INPUTS)
+    alerts_topic, features_topic = raw_topic("alerts"), raw_topic("features")
+    deadletter_topic = raw_topic("deadletter")
+    table = app.Table(
+        "patient-state",
         default=None,
-        partitions=partitions,
-        help="PatientMonitor state by patient id (JSON; changelog-backed)",
+        partitions=topics.partitions,
+        key_type=str,
+        key_serializer="raw",
+        # The key's partition is the patient's input partition (same key bytes, same
+        # murmur2 partitioner), so a patient's changelog lands where its inputs are.
+        use_partitioner=True,
+        help="PatientState by patient id (JSON; changelog-backed)",
     )
 
-    # Live monitors of this worker's patients, so a sample costs no table read; the table
-    # (and its changelog) stays the source of truth and is written on every sample.
-    # Any rebalance drops the cache: a partition may have moved and come back.
-    live: dict[str, PatientMonitor] = {}
+    live: dict[str, _Live] = {}
+    watermarks: dict[int, float] = {}  # partition -> latest patient clock seen there
+    ticked: dict[int, float] = {}
 
     async def _drop_live(_sender: Any, /, *_args: Any, signal: Any, **_kwargs: Any) -> None:
+        # A partition may have moved: forget held records (the next owner re-reads them)
         live.clear()
+        watermarks.clear()
+        ticked.clear()
 
     app.on_partitions_revoked.connect(_drop_live)
     app.on_partitions_assigned.connect(_drop_live)
 
-    async def dead_letter(event: Any, reason: str, detail: str) -> None:
+    async def dead_letter(event: Any, source: str, reason: str, detail: str) -> None:
         message = event.message
         key = event.key
         letter = DeadLetter.of(
             bytes(event.value or b""),
-            source="worker.vitals",
+            source=f"worker.{source}",
             reason=reason,
-            detail=detail,
+            detail=detail[:4000],
             original_topic=message.topic,
             original_partition=message.partition,
             original_offset=message.offset,
@@ -116,58 +173,170 @@ def create_app(config: WorkerConfig, clock: Clock = _wall_clock) -> faust.App:
             received_at=clock(),
         )
         delivery = await deadletter_topic.send(
-            key=b"worker.vitals", value=letter.model_dump_json().encode()
+            key=f"worker.{source}".encode(), value=letter.model_dump_json().encode()
         )
         await delivery  # the record counts as handled only once its dead letter is stored
-        metrics.DEAD_LETTERS.labels("vitals", reason).inc()
+        metrics.DEAD_LETTERS.labels(source, reason).inc()
 
-    async def on_vitals(event: Any) -> None:
-        try:
-            sample = VitalSigns.model_validate_json(event.value or b"")
-        except ValidationError as exc:
-            await dead_letter(event, "invalid_vitals", str(exc))
-            return
-        if event.key != sample.patient_id.encode():
-            await dead_letter(event, "key_mismatch", "Kafka key must be the patient id")
-            return
-        patient_id = sample.patient_id
-        monitor = live.pop(patient_id, None)  # back in the cache only if all below succeeds
-        if monitor is None:
-            state = monitors.get(patient_id)
-            monitor = PatientMonitor.from_state(state) if state else PatientMonitor()
-        late_before = monitor.late_samples
-        drafts = monitor.on_vitals(sample, config.rules)
-        if monitor.late_samples != late_before:
-            metrics.SAMPLES_LATE.labels("vitals").inc()
-        # Alerts first, acknowledged by Kafka, then the state that remembers them: a crash
-        # in between re-emits the alert (same event id) instead of losing it.
+    def patient_of(patient_id: str, partition: int) -> _Live:
+        entry = live.get(patient_id)
+        if entry is None:
+            stored = table.get(patient_id)
+            state = PatientState.from_state(stored) if stored else PatientState(patient_id)
+            entry = live[patient_id] = _Live(state, partition, saved_clock=state.clock)
+        return entry
+
+    def apply(event: Any, source: str) -> tuple[_Live | None, list[AlertDraft]]:
+        """Decode and apply one record; (patient entry, alert drafts). Raises on bad input."""
+        raw = event.value or b""
+        model = INPUTS[source]
+        if source == "context":
+            context_event = ContextEvent.model_validate_json(raw).root
+            patient_id = context_event.patient_id
+        elif source == "alerts.ack":
+            ack = AlertAck.model_validate_json(raw)
+            patient_id = ack.patient_id
+        else:
+            assert model is not None
+            message = model.model_validate_json(raw)
+            patient_id = message.patient_id
+        if event.key != patient_id.encode():
+            raise KeyMismatchError("Kafka key must be the patient id")
+        entry = patient_of(patient_id, event.message.partition)
+        state = entry.state
+        position = f"{event.message.topic}:{event.message.partition}"
+        if state.seen(position, event.message.offset):
+            return entry, []  # re-delivered after a restart: already in the state
+        late_before = state.late_samples
+        if source == "context":
+            drafts = state.apply_context(context_event, config.rules)
+        elif source == "alerts.ack":
+            drafts = state.acknowledge(ack, config.rules)
+        else:
+            drafts = state.apply_observations(source, message, config.rules)
+        state.remember(position, event.message.offset)
+        if state.late_samples != late_before:
+            metrics.SAMPLES_LATE.labels(source).inc(state.late_samples - late_before)
+        return entry, drafts
+
+    async def publish_alerts(drafts: list[AlertDraft]) -> None:
+        deliveries = []
         for draft in drafts:
             alert = draft.to_event(raised_at=clock())
-            delivery = await alerts_topic.send(
-                key=alert.patient_id.encode(), value=alert.model_dump_json().encode()
+            deliveries.append(
+                (
+                    alert,
+                    await alerts_topic.send(
+                        key=alert.patient_id.encode(), value=alert.model_dump_json().encode()
+                    ),
+                )
             )
+        for alert, delivery in deliveries:
             await delivery
             metrics.ALERT_EVENTS.labels(alert.rule_id, alert.phase, alert.priority).inc()
             if alert.trigger_received_at is not None:
                 latency = (clock() - alert.trigger_received_at).total_seconds()
                 metrics.EVENT_TO_ALERT_LATENCY.observe(max(0.0, latency))
-        monitors[patient_id] = monitor.to_state()
-        live[patient_id] = monitor
 
-    @app.agent(vitals_topic, name="vitals")
-    async def process_vitals(stream: Any) -> None:
-        async for event in stream.events():
-            metrics.SAMPLES_IN.labels("vitals").inc()
-            try:
-                await on_vitals(event)
-            except Exception as exc:  # one bad record must never stop the unit's monitoring
-                message = event.message
-                log.exception(
-                    "vitals record %s[%d]@%d failed; dead-lettered",
-                    message.topic,
-                    message.partition,
-                    message.offset,
-                )
-                await dead_letter(event, "processing_error", repr(exc))
+    async def publish_features(entries: list[_Live]) -> None:
+        for entry in entries:
+            state = entry.state
+            if state.clock is None or not state.snapshot_due(
+                state.clock, FEATURES_EVERY_S, FEATURES_MIN_EVERY_S
+            ):
+                continue
+            snapshot = state.snapshot(state.clock)
+            await features_topic.send(
+                key=state.patient_id.encode(), value=snapshot.model_dump_json().encode()
+            )
+            metrics.FEATURE_SNAPSHOTS.inc()
+
+    def tick_partitions(touched: dict[str, _Live]) -> list[AlertDraft]:
+        drafts: list[AlertDraft] = []
+        for partition, watermark in watermarks.items():
+            last = ticked.get(partition)
+            if last is not None and watermark - last < TICK_EVERY_S:
+                continue
+            ticked[partition] = watermark
+            for patient_id, entry in live.items():
+                if entry.partition != partition:
+                    continue
+                found = entry.state.tick(watermark, config.rules)
+                if found:
+                    drafts += found
+                    touched[patient_id] = entry
+        return drafts
+
+    def save(entries: dict[str, _Live], alerted: set[str]) -> None:
+        for patient_id, entry in entries.items():
+            state = entry.state
+            entry.dirty_batches += 1
+            moved = (
+                state.clock is not None
+                and entry.saved_clock is not None
+                and state.clock - entry.saved_clock >= SNAPSHOT_EVERY_S
+            )
+            if not (
+                patient_id in alerted
+                or moved
+                or entry.saved_clock is None
+                or entry.dirty_batches >= SNAPSHOT_AFTER_BATCHES
+            ):
+                continue
+            table[patient_id] = state.to_state()
+            entry.saved_clock, entry.dirty_batches = state.clock, 0
+            held, entry.held = entry.held, []
+            for held_event in held:
+                held_event.ack()
+
+    @app.agent(inputs, name="patients")
+    async def process(stream: Any) -> None:
+        async for batch in stream.take_events(BATCH_MAX, within=BATCH_WITHIN_S):
+            touched: dict[str, _Live] = {}
+            drafts: list[AlertDraft] = []
+            for event in batch:
+                source = source_of.get(event.message.topic, "unknown")
+                metrics.SAMPLES_IN.labels(source).inc()
+                try:
+                    entry, found = apply(event, source)
+                except (ValidationError, ValueError, KeyMismatchError) as exc:
+                    reason = (
+                        "key_mismatch" if isinstance(exc, KeyMismatchError) else f"invalid_{source}"
+                    )
+                    await dead_letter(event, source, reason, str(exc))
+                    continue
+                except Exception as exc:  # one bad record must never stop the unit's monitoring
+                    log.exception(
+                        "%s record %s[%d]@%d failed; dead-lettered",
+                        source,
+                        event.message.topic,
+                        event.message.partition,
+                        event.message.offset,
+                    )
+                    await dead_letter(event, source, "processing_error", repr(exc))
+                    continue
+                if entry is None:
+                    continue
+                # held until the state that contains it is written (see save())
+                event.message.incref()
+                entry.held.append(event)
+                touched[entry.state.patient_id] = entry
+                drafts += found
+                if entry.state.clock is not None:
+                    partition = entry.partition
+                    watermarks[partition] = max(
+                        watermarks.get(partition, entry.state.clock), entry.state.clock
+                    )
+            drafts += tick_partitions(touched)
+            # Alerts first, acknowledged by Kafka, then the state that remembers them: a
+            # crash in between re-emits the alert (same event id) instead of losing it.
+            await publish_alerts(drafts)
+            await publish_features(list(touched.values()))
+            save(touched, {d.context.patient_id for d in drafts})
+            await asyncio.sleep(0)
 
     return app
+
+
+class KeyMismatchError(ValueError):
+    """The record's Kafka key is not its patient id (co-partitioning would break)."""

@@ -21,3 +21,4 @@ EVENT_TO_ALERT_LATENCY = Histogram(
     "Wall time from the triggering sample's received_at to Kafka acknowledging its alert",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
 )
+FEATURE_SNAPSHOTS = Counter("vigil_feature_snapshots_total", "Feature snapshots published")

@@ -15,7 +15,7 @@ seen) and must be placed by their own time.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol, Self
+from typing import Any, ClassVar, Protocol, Self
 
 from schemas.codes import Quantity
 from schemas.context import PatientContext
@@ -35,6 +35,9 @@ class PatientFacts:
 
 class FeatureGroup(Protocol):
     """One organ's features. Implementations are plain classes with these methods."""
+
+    quantities: ClassVar[frozenset[Quantity]]
+    """The measurements the group reads; the caller routes only these to ``observe``."""
 
     def observe(self, quantity: Quantity, at_s: float, value: float) -> None:
         """A numeric, non-artefact measurement observed at ``at_s`` (epoch seconds)."""

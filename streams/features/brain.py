@@ -14,7 +14,7 @@ clinician through the device, sets) and ``Quantity.NSE`` (labs).
 from __future__ import annotations
 
 import statistics
-from typing import Any, Self
+from typing import Any, ClassVar, Self
 
 from schemas.codes import Quantity
 from schemas.context import PatientContext
@@ -186,6 +186,17 @@ class BrainFeatures:
     >>> b.features(720.0 + 31, PatientFacts())["rso2_left_pct"] is None  # stale
     True
     """
+
+    quantities: ClassVar[frozenset[Quantity]] = frozenset(
+        {
+            Quantity.NSE,
+            Quantity.RSO2_BASELINE_LEFT,
+            Quantity.RSO2_BASELINE_RIGHT,
+            Quantity.RSO2_LEFT,
+            Quantity.RSO2_RIGHT,
+        }
+    )
+    """The measurements this group reads (the caller routes only these to it)."""
 
     def __init__(self) -> None:
         self.sides: dict[str, _Side] = {side: _Side() for side in _SIDES}

@@ -65,7 +65,7 @@ _CONGESTION = (
     ("fluid_balance_24h_ml", "mL", "intake - urine - other output - CRRT net UF, 24 h"),
     ("rvd_grade", "1", "renal venous Doppler: 0 continuous, 1 biphasic, 2 monophasic"),
     ("rvd_discontinuous", "1", "1 when the last RVD pattern (within 24 h) is discontinuous"),
-    ("cvp_rising_with_discontinuous_rvd", "1", "CVP trend > 0 while RVD is discontinuous"),
+    ("cvp_rising_with_discontinuous_rvd", "1", "CVP trend > +1 mmHg/h while RVD is discontinuous"),
 )
 _BRAIN = (
     ("rso2_left_pct", "%", "left rSO2 (15-s median)"),

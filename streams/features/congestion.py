@@ -19,7 +19,7 @@ discontinuous (Beaubien-Souligny, J Am Heart Assoc 2020).
 from __future__ import annotations
 
 import math
-from typing import Any, Self
+from typing import Any, ClassVar, Self
 
 from schemas.codes import Quantity
 from schemas.context import FluidBalanceEntry, PatientContext, RenalVenousDoppler, UrineOutput
@@ -149,6 +149,15 @@ class CongestionFeatures:
       None only while an unknown part could still make it 1 (the rule scores.py
       follows for totals).
     """
+
+    quantities: ClassVar[frozenset[Quantity]] = frozenset(
+        {
+            Quantity.CRRT_NET_UF_RATE,
+            Quantity.CVP,
+            Quantity.CVP_MEAN,
+        }
+    )
+    """The measurements this group reads (the caller routes only these to it)."""
 
     def __init__(self) -> None:
         self.cvp_mean = CvpSignal()

@@ -14,7 +14,7 @@ Inputs (CRRT topic, a status every 10-60 s): ``CRRT_BLOOD_FLOW`` (mL/min),
 
 from __future__ import annotations
 
-from typing import Any, Self
+from typing import Any, ClassVar, Self
 
 from schemas.codes import Quantity
 from schemas.context import PatientContext
@@ -118,6 +118,18 @@ class CrrtCircuitFeatures:
     >>> c.on_crrt(7200.0), c.features(7200.0 + 301, PatientFacts())["crrt_running"]
     (True, None)
     """
+
+    quantities: ClassVar[frozenset[Quantity]] = frozenset(
+        {
+            Quantity.CRRT_BLOOD_FLOW,
+            Quantity.CRRT_EFFLUENT_RATE,
+            Quantity.CRRT_FILTER_PRESSURE_DROP,
+            Quantity.CRRT_NET_UF_RATE,
+            Quantity.CRRT_PREFILTER_PRESSURE,
+            Quantity.CRRT_TMP,
+        }
+    )
+    """The measurements this group reads (the caller routes only these to it)."""
 
     def __init__(self) -> None:
         self.latest: dict[Quantity, tuple[float, float]] = {}

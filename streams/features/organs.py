@@ -9,7 +9,7 @@ blood gas (Rice 2007, Chest 132:410), valid only while SpO2 <= 97 %.
 from __future__ import annotations
 
 import bisect
-from typing import Any, Self
+from typing import Any, ClassVar, Self
 
 from schemas.codes import Quantity
 from schemas.context import Drug, Gcs, Infusion, PatientContext
@@ -212,6 +212,19 @@ class OrganFeatures:
     >>> o.features(3700.0, PatientFacts())["norepinephrine_ug_kg_min"]  # lowest of the hour
     0.08
     """
+
+    quantities: ClassVar[frozenset[Quantity]] = frozenset(
+        {
+            Quantity.BILIRUBIN_TOTAL,
+            Quantity.FIO2,
+            Quantity.PAO2,
+            Quantity.PLATELETS,
+            Quantity.RESP_RATE,
+            Quantity.SPO2,
+            Quantity.TEMPERATURE,
+        }
+    )
+    """The measurements this group reads (the caller routes only these to it)."""
 
     def __init__(self) -> None:
         self.spo2 = _LatestMedian()

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import bisect
 import math
-from typing import Any, Self
+from typing import Any, ClassVar, Self
 
 from schemas.codes import Quantity
 from schemas.context import CapillaryRefill, PatientContext
@@ -190,6 +190,19 @@ class PerfusionFeatures:
     - Lactate and clearance: :func:`lactate_clearance`. Capillary refill: last
       charted within 1 h (ANDROMEDA-SHOCK, Hernandez JAMA 2019).
     """
+
+    quantities: ClassVar[frozenset[Quantity]] = frozenset(
+        {
+            Quantity.ABP_MEAN,
+            Quantity.ABP_SYS,
+            Quantity.HEART_RATE,
+            Quantity.LACTATE,
+            Quantity.NBP_MEAN,
+            Quantity.NBP_SYS,
+            Quantity.PULSE_RATE,
+        }
+    )
+    """The measurements this group reads (the caller routes only these to it)."""
 
     def __init__(self) -> None:
         self.abp_mean = WindowMedian(MAP_MEDIAN_WINDOW_S)

@@ -33,7 +33,7 @@ from __future__ import annotations
 import bisect
 import math
 from dataclasses import dataclass
-from typing import Any, Self
+from typing import Any, ClassVar, Self
 
 from schemas.codes import Quantity
 from schemas.context import Drug, DrugDose, Infusion, PatientContext, UrineOutput
@@ -191,6 +191,14 @@ class RenalFeatures:
       given in the last 24 h (a dose or an infusion running at a rate > 0). None
       when not on CRRT or the 24 h of urine are not all charted.
     """
+
+    quantities: ClassVar[frozenset[Quantity]] = frozenset(
+        {
+            Quantity.CREATININE,
+            Quantity.CRRT_BLOOD_FLOW,
+        }
+    )
+    """The measurements this group reads (the caller routes only these to it)."""
 
     def __init__(self) -> None:
         self.creatinine = SparseSeries(horizon_s=BASELINE_WINDOW_S)

@@ -1,0 +1,688 @@
+"""One patient's merged state: every raw topic, in event time, into features and alarms.
+
+The pure core the worker calls (``streams.app`` only decodes, looks up, calls,
+emits). ``PatientState.apply`` takes one decoded record of any raw topic and
+returns the alert drafts it causes; ``tick`` advances the patient's clock when
+no data arrives (technical "no data" alarms); ``snapshot`` builds the features
+topic message. No Kafka, no wall clock: every time is an observation time.
+
+Late and out-of-order policy (DESIGN.md "Event time"):
+
+- *Frequent quantities* (vitals, NIRS, CRRT): per quantity, a value whose
+  observation time is not after the last one applied is late: counted in
+  ``late_samples`` and dropped. Re-deliveries after a restart are skipped
+  earlier, by the per-partition offsets the state remembers.
+- *Labs and context* are applied whatever their time: a lab result is placed
+  by its specimen time (results come after the specimen by design), and its
+  effect is evaluated at the patient's current clock.
+- *Future times*: an observation more than ``FUTURE_TOLERANCE_S`` ahead of the
+  patient's clock, once the clock is set, is a device clock fault: dropped and
+  counted (``future_samples``), so one bad clock cannot end every pending alarm.
+- *Gaps*: when a continuous signal (``CONTINUOUS_FEATURES``: arterial pressure,
+  heart rate, SpO2, CVP, rSO2) resumes after ``GAP_S`` or more without a value,
+  the rules are first evaluated with its short-window features unknown: a
+  pending alarm is not confirmed across a gap and an active alarm is not
+  cleared by it.
+
+Which rules are evaluated when: a rule is evaluated on records of the sources its
+features come from (``FEATURE_SOURCES``), at the patient's clock, so single-source
+rules (MAP, rSO2, CRRT circuit) depend only on their own topic's order, which is
+the same at any replay speed. Rules that combine sources (SOFA, congestion) use
+the latest value of the other sources, so their timing can move by the skew
+between topics. Technical rules are also evaluated on ``tick``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from schemas.alerts import AlertAck
+from schemas.codes import QUANTITIES, Quantity
+from schemas.context import (
+    Admission,
+    Discharge,
+    PatientContext,
+    Transfer,
+    Weight,
+)
+from schemas.derived import FeatureSnapshot, FeatureValue, Organ, OrganState
+from schemas.observations import ObservationMessage
+from streams.alarm import AlertContext, AlertDraft, PatientAlarms
+from streams.features.base import FeatureGroup, Features, PatientFacts
+from streams.features.brain import BrainFeatures
+from streams.features.catalog import FEATURES
+from streams.features.congestion import CongestionFeatures
+from streams.features.crrt import CrrtCircuitFeatures
+from streams.features.organs import OrganFeatures
+from streams.features.perfusion import PerfusionFeatures
+from streams.features.renal import RenalFeatures
+from streams.features.scores import news2, qsofa, sofa
+from streams.features.windows import DAY_S, HOUR_S, SparseSeries
+from streams.rules import RuleSet
+
+SOURCES = ("vitals", "nirs", "crrt", "labs", "context")
+FREQUENT_SOURCES = ("vitals", "nirs", "crrt")
+GAP_S = 60.0
+"""A frequent source silent this long makes its features unknown first (gap policy)."""
+FUTURE_TOLERANCE_S = 600.0
+"""Observations more than 10 min ahead of the patient's clock are a clock fault."""
+SILENT_AFTER_S = 30.0
+"""A patient with no record for this long behind its partition's event time is ticked."""
+SCORES_EVERY_S = 60.0
+"""SOFA, qSOFA and NEWS2 are recomputed at most once per event-time minute."""
+ARTEFACT_WINDOW_S = 300.0
+
+CONTINUOUS_FEATURES: Mapping[Quantity, tuple[str, ...]] = {
+    Quantity.ABP_MEAN: ("map_mmhg", "map_median_1min_mmhg"),
+    Quantity.ABP_SYS: ("sbp_mmhg", "shock_index"),
+    Quantity.HEART_RATE: ("heart_rate_per_min", "shock_index"),
+    Quantity.SPO2: ("spo2_pct", "sf_ratio"),
+    Quantity.CVP: ("cvp_median_5min_mmhg",),
+    Quantity.CVP_MEAN: ("cvp_median_5min_mmhg",),
+    Quantity.RSO2_LEFT: (
+        "rso2_left_pct",
+        "rso2_min_pct",
+        "rso2_drop_from_baseline_pct",
+        "rso2_asymmetry_points",
+    ),
+    Quantity.RSO2_RIGHT: (
+        "rso2_right_pct",
+        "rso2_min_pct",
+        "rso2_drop_from_baseline_pct",
+        "rso2_asymmetry_points",
+    ),
+}
+"""Continuous signals and the short-window features made of them (gap policy)."""
+
+_GROUP_TYPES: dict[str, type[FeatureGroup]] = {
+    "perfusion": PerfusionFeatures,
+    "renal": RenalFeatures,
+    "congestion": CongestionFeatures,
+    "brain": BrainFeatures,
+    "crrt": CrrtCircuitFeatures,
+    "organs": OrganFeatures,
+}
+
+_ROUTES: dict[Quantity, tuple[str, ...]] = {
+    quantity: tuple(n for n, kind in _GROUP_TYPES.items() if quantity in kind.quantities)
+    for quantity in Quantity
+}
+"""Which groups read each quantity (a measurement goes only to them)."""
+
+_TECHNICAL = frozenset(name for name, spec in FEATURES.items() if spec.organ == "technical")
+_SCORE_FEATURES = frozenset(name for name, spec in FEATURES.items() if spec.organ == "scores")
+
+
+def _feature_sources() -> dict[str, frozenset[str]]:
+    """Which raw sources each feature is computed from (drives rule evaluation)."""
+    by_prefix: tuple[tuple[str, tuple[str, ...]], ...] = (
+        ("lactate_", ("labs",)),
+        ("creatinine_", ("labs",)),
+        ("kdigo_creatinine", ("labs", "crrt")),
+        ("kdigo_stage", ("labs", "context", "crrt")),
+        ("urine_output", ("context",)),
+        ("kdigo_urine", ("context",)),
+        ("furosemide", ("context",)),
+        ("crrt_liberation", ("context",)),
+        ("capillary_refill", ("context",)),
+        ("fluid_balance", ("context", "crrt")),
+        ("rvd_", ("context",)),
+        ("cvp_rising_with", ("vitals", "context")),
+        ("cvp_", ("vitals",)),
+        ("nse_", ("labs",)),
+        ("rso2_", ("nirs",)),
+        ("crrt_", ("crrt",)),
+        ("fio2", ("labs",)),
+        ("pao2", ("labs",)),
+        ("pf_ratio", ("labs",)),
+        ("sf_ratio", ("vitals", "labs")),
+        ("platelets", ("labs",)),
+        ("bilirubin", ("labs",)),
+        ("gcs", ("context",)),
+        ("norepinephrine", ("context",)),
+        ("epinephrine", ("context",)),
+        ("dopamine", ("context",)),
+        ("dobutamine", ("context",)),
+        ("vasopressor", ("context",)),
+    )
+    found: dict[str, frozenset[str]] = {}
+    for name, spec in FEATURES.items():
+        if spec.organ in ("technical", "scores"):
+            found[name] = frozenset(SOURCES)
+            continue
+        sources: tuple[str, ...] = ("vitals",)
+        for prefix, where in by_prefix:
+            if name.startswith(prefix):
+                sources = where
+                break
+        found[name] = frozenset(sources)
+    return found
+
+
+FEATURE_SOURCES: Mapping[str, frozenset[str]] = _feature_sources()
+
+
+def _iso(t: float) -> datetime:
+    return datetime.fromtimestamp(t, UTC)
+
+
+@dataclass
+class _SourceClock:
+    """Per source: last observation time applied, and artefact counts per minute."""
+
+    last_at: float | None = None
+    minutes: dict[int, list[int]] = field(default_factory=dict)  # minute -> [values, artefacts]
+
+    def count(self, at: float, artefact: bool) -> None:
+        minute = int(at // 60)
+        row = self.minutes.setdefault(minute, [0, 0])
+        row[0] += 1
+        row[1] += int(artefact)
+        if len(self.minutes) > 8:
+            for old in sorted(self.minutes)[:-6]:
+                del self.minutes[old]
+
+    def artefact_fraction(self, at: float) -> float | None:
+        first = int((at - ARTEFACT_WINDOW_S) // 60) + 1
+        rows = [r for m, r in self.minutes.items() if first <= m <= int(at // 60)]
+        total = sum(r[0] for r in rows)
+        return sum(r[1] for r in rows) / total if total else None
+
+    def to_state(self) -> dict[str, Any]:
+        return {"l": self.last_at, "m": {str(k): v for k, v in self.minutes.items()}}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> _SourceClock:
+        return cls(state["l"], {int(k): list(v) for k, v in state["m"].items()})
+
+
+class PatientState:
+    """Everything Vigil knows about one patient, and its alarms."""
+
+    def __init__(self, patient_id: str) -> None:
+        self.patient_id = patient_id
+        self.bed: str | None = None
+        self.care_unit: str | None = None
+        self.site: str | None = None
+        self.groups: dict[str, Any] = {name: kind() for name, kind in _GROUP_TYPES.items()}
+        self.alarms = PatientAlarms()
+        self.weight = SparseSeries(horizon_s=30 * DAY_S)
+        self.sources = {source: _SourceClock() for source in SOURCES}
+        self.quantity_at: dict[str, float] = {}  # frequent quantity -> last time applied
+        self.offsets: dict[str, int] = {}  # "topic:partition" -> last offset applied
+        self.clock: float | None = None  # patient's event time: latest observation applied
+        self.discharged_at: float | None = None
+        self.late_samples = 0
+        self.future_samples = 0
+        self.cache: Features = {}  # last computed value of every feature
+        self.scores_at: float | None = None
+        # hour -> lowest subscore per SOFA organ that hour (for "new or worsening organ")
+        self.sofa_hours: dict[int, dict[str, int]] = {}
+        self.published_at: float | None = None
+        self.published: Features = {}
+
+    # ---- input -------------------------------------------------------------------
+
+    def seen(self, position: str, offset: int) -> bool:
+        """True when the record at ``offset`` of ``position`` (topic:partition) was applied.
+
+        Offsets are remembered per patient, so a record re-delivered after a restart
+        (the committed offset lags the state) changes nothing.
+        """
+        last = self.offsets.get(position)
+        return last is not None and offset <= last
+
+    def remember(self, position: str, offset: int) -> None:
+        self.offsets[position] = offset
+
+    def apply_observations(
+        self, source: str, message: ObservationMessage, rules: RuleSet
+    ) -> list[AlertDraft]:
+        """Apply one vitals / nirs / crrt / labs message; return the alerts it causes."""
+        self.bed = message.bed or self.bed
+        self.care_unit = message.care_unit or self.care_unit
+        frequent = source in FREQUENT_SOURCES
+        clock = self.sources[source]
+        applied_at: float | None = None
+        gapped: set[str] = set()
+        for m in message.measurements:
+            if m.quantity is None or m.value is None:
+                continue
+            at = m.observed_at.timestamp()
+            if self.clock is not None and at > self.clock + FUTURE_TOLERANCE_S:
+                self.future_samples += 1
+                continue
+            if frequent:
+                key = m.quantity.value
+                last = self.quantity_at.get(key)
+                if last is not None and at <= last:
+                    self.late_samples += 1
+                    continue
+                if last is not None and at - last >= GAP_S and not m.artefact:
+                    gapped.update(CONTINUOUS_FEATURES.get(m.quantity, ()))
+                self.quantity_at[key] = at
+                clock.count(at, m.artefact)
+            if m.artefact or not QUANTITIES[m.quantity].numeric:
+                continue
+            for name in _ROUTES[m.quantity]:
+                self.groups[name].observe(m.quantity, at, m.value)
+            applied_at = at if applied_at is None else max(applied_at, at)
+        if applied_at is None:
+            return []
+        return self._after_input(source, applied_at, message.received_at, rules, gapped)
+
+    def apply_context(self, event: PatientContext, rules: RuleSet) -> list[AlertDraft]:
+        """Apply one context event (ADT, weight, drugs, charting)."""
+        at = event.observed_at.timestamp()
+        if isinstance(event, Admission | Transfer):
+            self.bed = event.bed or self.bed
+            self.care_unit = event.care_unit or self.care_unit
+            self.site = event.site or self.site
+            if isinstance(event, Admission):
+                self.discharged_at = None
+        elif isinstance(event, Discharge):
+            self.discharged_at = at
+        elif isinstance(event, Weight):
+            self.weight.insert(at, event.weight_kg)
+        for group in self.groups.values():
+            group.observe_context(event, at)
+        return self._after_input("context", at, event.received_at, rules)
+
+    def acknowledge(self, ack: AlertAck, rules: RuleSet) -> list[AlertDraft]:
+        """An acknowledgement from the alerts.ack topic: pauses re-announcement only."""
+        return list(self.alarms.acknowledge(ack, rules, self._context(None)).drafts)
+
+    # ---- evaluation ----------------------------------------------------------------
+
+    def facts(self, at: float) -> PatientFacts:
+        crrt: CrrtCircuitFeatures = self.groups["crrt"]
+        return PatientFacts(
+            weight_kg=self.weight.latest(at, max_age_s=30 * DAY_S),
+            on_crrt=crrt.on_crrt(at),
+        )
+
+    def _after_input(
+        self,
+        source: str,
+        at: float,
+        received_at: datetime | None,
+        rules: RuleSet,
+        gapped: set[str] | None = None,
+    ) -> list[AlertDraft]:
+        clock = self.sources[source]
+        previous = clock.last_at
+        clock.last_at = at if previous is None else max(previous, at)
+        self.clock = at if self.clock is None else max(self.clock, at)
+        if self.discharged_at is not None and self.clock >= self.discharged_at:
+            return []  # discharged: nothing to watch until the next admission
+        context = self._context(received_at)
+        drafts: list[AlertDraft] = []
+        if gapped:
+            unknown = dict.fromkeys(gapped)
+            features = {**self._compute(self.clock, {source}), **unknown}
+            drafts += self._evaluate(self.clock, features, rules, {source}, context)
+        features = self._compute(self.clock, {source})
+        drafts += self._evaluate(self.clock, features, rules, {source}, context)
+        return drafts
+
+    def tick(self, at: float, rules: RuleSet) -> list[AlertDraft]:
+        """Advance to event time ``at`` without new data: technical rules only.
+
+        Called by the worker as its partition's event time moves on, so "no data
+        from a source" fires even when a patient sends nothing at all. Only a
+        patient silent for ``SILENT_AFTER_S`` is ticked: one merely a few seconds
+        behind its partition keeps being evaluated at its own records' times.
+        """
+        if self.clock is None or at - self.clock < SILENT_AFTER_S:
+            return []
+        if self.discharged_at is not None:
+            return []
+        features = {**self.cache, **self._technical(at)}
+        return self._evaluate(at, features, rules, None, self._context(None), technical_only=True)
+
+    def _context(self, received_at: datetime | None) -> AlertContext:
+        return AlertContext(
+            patient_id=self.patient_id,
+            bed=self.bed,
+            care_unit=self.care_unit,
+            site=self.site,
+            trigger_received_at=received_at,
+        )
+
+    def _evaluate(
+        self,
+        at: float,
+        features: Features,
+        rules: RuleSet,
+        sources: set[str] | None,
+        context: AlertContext,
+        *,
+        technical_only: bool = False,
+    ) -> list[AlertDraft]:
+        selected = _rules_for(rules, None if technical_only else frozenset(sources or ()))
+        if not selected:
+            return []
+        return self.alarms.evaluate(at, features, rules, context, only=selected)
+
+    def _compute(self, at: float, sources: Iterable[str]) -> Features:
+        """Features as of ``at``: the groups fed by ``sources``, scores once a minute."""
+        wanted = set(sources)
+        facts = self.facts(at)
+        for name, group in self.groups.items():
+            if wanted & _GROUP_SOURCES[name]:
+                self.cache.update(group.features(at, facts))
+        self.cache.update(self._technical(at))
+        if (
+            self.scores_at is None
+            or at - self.scores_at >= SCORES_EVERY_S
+            or wanted
+            & {
+                "labs",
+                "context",
+            }
+        ):
+            for group in self.groups.values():
+                self.cache.update(group.features(at, facts))
+            self.cache.update(self._scores(at))
+            self.scores_at = at
+        return dict(self.cache)
+
+    def _technical(self, at: float) -> Features:
+        def age(last: float | None) -> float | None:
+            return None if last is None else max(0.0, at - last)
+
+        abp = self.quantity_at.get(Quantity.ABP_MEAN.value)
+        return {
+            "vitals_data_age_s": age(self.sources["vitals"].last_at),
+            "arterial_line_data_age_s": age(abp),
+            "nirs_data_age_s": age(self.sources["nirs"].last_at),
+            "crrt_data_age_s": age(self.sources["crrt"].last_at),
+            "vitals_artefact_fraction_5min": self.sources["vitals"].artefact_fraction(at),
+            "nirs_artefact_fraction_5min": self.sources["nirs"].artefact_fraction(at),
+        }
+
+    def _scores(self, at: float) -> Features:
+        """SOFA (with its 24-h course), qSOFA and NEWS2 from the cached features."""
+        f = self.cache
+        uo_24h = f.get("urine_output_24h_ml")
+        score = sofa(
+            pf_ratio_mmhg=f.get("pf_ratio_mmhg"),
+            sf_ratio=f.get("sf_ratio"),
+            platelets_10e3_ul=f.get("platelets_10e3_ul"),
+            bilirubin_mg_dl=f.get("bilirubin_mg_dl"),
+            map_mmhg=f.get("map_mmhg"),
+            # no infusion charted = not running (a drug never charted is not unknown)
+            dopamine=f.get("dopamine_ug_kg_min") or 0.0,
+            dobutamine=f.get("dobutamine_ug_kg_min") or 0.0,
+            norepinephrine=f.get("norepinephrine_ug_kg_min") or 0.0,
+            epinephrine=f.get("epinephrine_ug_kg_min") or 0.0,
+            gcs_total=_int_or_none(f.get("gcs_total")),
+            creatinine_mg_dl=f.get("creatinine_mg_dl"),
+            urine_output_ml_day=uo_24h,
+        )
+        hour = int(at // HOUR_S)
+        previous = [v for h, v in self.sofa_hours.items() if hour - 24 <= h < hour]
+        worsened = 0
+        rise = 0
+        for organ, subscore in score.subscores.items():
+            if subscore is None:
+                continue
+            history = [row[organ] for row in previous if organ in row]
+            if history:
+                lowest = min(history)
+                rise += max(0, subscore - lowest)
+                if subscore >= 2 and subscore >= lowest + 1:
+                    worsened += 1
+            row = self.sofa_hours.setdefault(hour, {})
+            row[organ] = min(row.get(organ, subscore), subscore)
+        for old in [h for h in self.sofa_hours if h < hour - 24]:
+            del self.sofa_hours[old]
+        known_history = any(self.sofa_hours.get(h) for h in range(hour - 24, hour))
+        gcs = f.get("gcs_total")
+        quick = qsofa(f.get("resp_rate_per_min"), _int_or_none(gcs), f.get("sbp_mmhg"))
+        fio2 = f.get("fio2_pct")
+        early = news2(
+            resp_rate_per_min=f.get("resp_rate_per_min"),
+            spo2_pct=f.get("spo2_pct"),
+            on_supplemental_o2=None if fio2 is None else fio2 > 21.5,
+            sbp_mmhg=f.get("sbp_mmhg"),
+            pulse_per_min=f.get("heart_rate_per_min"),
+            consciousness_alert=None if gcs is None else gcs >= 15,
+            temperature_cel=f.get("temperature_cel"),
+        )
+        single3 = early.single_parameter_3
+        subscores: Features = {
+            f"sofa_{organ}": None if value is None else float(value)
+            for organ, value in score.subscores.items()
+        }
+        return {
+            **subscores,
+            "sofa_total": None if score.total is None else float(score.total),
+            "sofa_known_organs": float(score.known_organs),
+            "sofa_total_rise_24h": float(rise) if known_history else None,
+            "sofa_worsened_organs": float(worsened) if known_history else None,
+            "qsofa": None if quick.score is None else float(quick.score),
+            "news2": None if early.total is None else float(early.total),
+            "news2_single_parameter_3": None if single3 is None else float(single3),
+        }
+
+    # ---- features topic ------------------------------------------------------------
+
+    def snapshot_due(self, at: float, every_s: float, min_every_s: float) -> bool:
+        """Publish on change, at most every ``min_every_s``, at least every ``every_s``."""
+        if self.published_at is None:
+            return True
+        elapsed = at - self.published_at
+        if elapsed >= every_s:
+            return True
+        return elapsed >= min_every_s and self._changed()
+
+    def _changed(self) -> bool:
+        for name, value in self.cache.items():
+            before = self.published.get(name)
+            if (value is None) != (before is None):
+                return True
+            if (
+                value is not None
+                and before is not None
+                and not math.isclose(value, before, rel_tol=0.02, abs_tol=0.5)
+            ) and name not in _TECHNICAL:
+                return True
+        return False
+
+    def snapshot(self, at: float) -> FeatureSnapshot:
+        """The features topic message as of event time ``at``; marks it published."""
+        features = self._compute(at, SOURCES)
+        self.published_at, self.published = at, dict(features)
+        ages = self._ages(at)
+        values = {
+            name: FeatureValue(value=features.get(name), unit=spec.unit, age_s=ages.get(spec.organ))
+            for name, spec in FEATURES.items()
+        }
+        organs = _organ_states(features, ages)
+        known = features.get("sofa_known_organs")
+        total = features.get("sofa_total")
+        return FeatureSnapshot(
+            patient_id=self.patient_id,
+            computed_at=_iso(at),
+            features=values,
+            organs=organs,
+            sofa_total=None if total is None else int(total),
+            sofa_known_organs=0 if known is None else int(known),
+            completeness=self.completeness(features),
+        )
+
+    def _ages(self, at: float) -> dict[str, float | None]:
+        def age(source: str) -> float | None:
+            last = self.sources[source].last_at
+            return None if last is None else max(0.0, at - last)
+
+        return {
+            "perfusion": age("vitals"),
+            "respiratory": age("vitals"),
+            "congestion": age("vitals"),
+            "brain": age("nirs"),
+            "crrt": age("crrt"),
+            "renal": age("context"),
+            "technical": 0.0,
+        }
+
+    @staticmethod
+    def completeness(features: Features) -> dict[str, float]:
+        """Per organ group, the fraction of its features that are known (0..1)."""
+        totals: dict[str, list[int]] = {}
+        for name, spec in FEATURES.items():
+            row = totals.setdefault(spec.organ, [0, 0])
+            row[0] += 1
+            row[1] += features.get(name) is not None
+        return {organ: known / count for organ, (count, known) in totals.items()}
+
+    # ---- state ---------------------------------------------------------------------
+
+    def to_state(self) -> dict[str, Any]:
+        return {
+            "id": self.patient_id,
+            "bed": self.bed,
+            "unit": self.care_unit,
+            "site": self.site,
+            "groups": {name: group.to_state() for name, group in self.groups.items()},
+            "alarms": self.alarms.to_state(),
+            "weight": self.weight.to_state(),
+            "sources": {name: clock.to_state() for name, clock in self.sources.items()},
+            "qat": self.quantity_at,
+            "offsets": self.offsets,
+            "clock": self.clock,
+            "discharged": self.discharged_at,
+            "late": self.late_samples,
+            "future": self.future_samples,
+            "cache": self.cache,
+            "scores_at": self.scores_at,
+            "sofa_hours": {str(h): row for h, row in self.sofa_hours.items()},
+            "published_at": self.published_at,
+            "published": self.published,
+        }
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> PatientState:
+        patient = cls(state["id"])
+        patient.bed, patient.care_unit, patient.site = state["bed"], state["unit"], state["site"]
+        patient.groups = {
+            name: _GROUP_TYPES[name].from_state(group)
+            for name, group in state["groups"].items()
+        }
+        patient.alarms = PatientAlarms.from_state(state["alarms"])
+        patient.weight = SparseSeries.from_state(state["weight"])
+        patient.sources = {n: _SourceClock.from_state(s) for n, s in state["sources"].items()}
+        patient.quantity_at = dict(state["qat"])
+        patient.offsets = dict(state["offsets"])
+        patient.clock = state["clock"]
+        patient.discharged_at = state["discharged"]
+        patient.late_samples, patient.future_samples = state["late"], state["future"]
+        patient.cache = dict(state["cache"])
+        patient.scores_at = state["scores_at"]
+        patient.sofa_hours = {int(h): dict(row) for h, row in state["sofa_hours"].items()}
+        patient.published_at = state["published_at"]
+        patient.published = dict(state["published"])
+        return patient
+
+
+_SELECTIONS: dict[tuple[int, frozenset[str] | None], tuple[RuleSet, frozenset[str]]] = {}
+
+
+def _rules_for(rules: RuleSet, sources: frozenset[str] | None) -> frozenset[str]:
+    """Ids of the rules a record of ``sources`` can affect (None: the technical rules)."""
+    key = (id(rules), sources)
+    cached = _SELECTIONS.get(key)
+    if cached is not None:
+        return cached[1]
+    found = frozenset(
+        rule.id
+        for rule in rules.enabled
+        if (
+            any(f in _TECHNICAL for f in rule.feature_names)
+            if sources is None
+            else any(FEATURE_SOURCES[f] & sources for f in rule.feature_names)
+        )
+    )
+    if len(_SELECTIONS) > 64:  # rule sets come and go in tests
+        _SELECTIONS.clear()
+    _SELECTIONS[key] = (rules, found)  # holding the rule set keeps its id unique
+    return found
+
+
+def _int_or_none(value: float | None) -> int | None:
+    return None if value is None else round(value)
+
+
+_GROUP_SOURCES: dict[str, frozenset[str]] = {
+    "perfusion": frozenset({"vitals", "labs", "context"}),
+    "renal": frozenset({"labs", "context", "crrt"}),
+    "congestion": frozenset({"vitals", "context", "crrt"}),
+    "brain": frozenset({"nirs", "labs"}),
+    "crrt": frozenset({"crrt", "context"}),
+    "organs": frozenset({"vitals", "labs", "context"}),
+}
+
+_SOFA_ORGANS: dict[Organ, str] = {
+    Organ.RESPIRATORY: "sofa_respiratory",
+    Organ.COAGULATION: "sofa_coagulation",
+    Organ.LIVER: "sofa_liver",
+    Organ.CARDIOVASCULAR: "sofa_cardiovascular",
+    Organ.CNS: "sofa_cns",
+    Organ.RENAL: "sofa_renal",
+}
+
+
+def _status(subscore: int | None) -> str:
+    if subscore is None:
+        return "unknown"
+    return "normal" if subscore == 0 else "impaired" if subscore <= 2 else "failing"
+
+
+def _organ_states(features: Features, ages: Mapping[str, float | None]) -> dict[Organ, OrganState]:
+    """The organ row of the display: SOFA organs by subscore, the others by their signs."""
+    organs: dict[Organ, OrganState] = {}
+    for organ, name in _SOFA_ORGANS.items():
+        value = features.get(name)
+        subscore = None if value is None else int(value)
+        organs[organ] = OrganState(
+            status=_status(subscore),
+            subscore=subscore,
+            reason=None if subscore is not None else "input missing or stale",
+        )
+    lactate, map_median = features.get("lactate_mmol_l"), features.get("map_median_1min_mmhg")
+    if lactate is None and map_median is None:
+        perfusion = OrganState(status="unknown", reason="no MAP or lactate")
+    elif (lactate or 0) >= 4 or (map_median is not None and map_median < 55):
+        perfusion = OrganState(status="failing", reason="lactate >= 4 or MAP < 55")
+    elif (lactate or 0) > 2 or (map_median is not None and map_median < 65):
+        perfusion = OrganState(status="impaired", reason="lactate > 2 or MAP < 65")
+    else:
+        perfusion = OrganState(status="normal")
+    organs[Organ.PERFUSION] = perfusion
+    cvp, balance = features.get("cvp_median_5min_mmhg"), features.get("fluid_balance_24h_ml")
+    rvd = features.get("rvd_grade")
+    if cvp is None and rvd is None:
+        congestion = OrganState(status="unknown", reason="no CVP or renal venous Doppler")
+    elif rvd == 2 or (cvp is not None and cvp >= 12 and (balance or 0) > 2000):
+        congestion = OrganState(status="failing", reason="monophasic RVD or CVP >= 12 with +2 L")
+    elif rvd == 1 or (cvp is not None and cvp >= 12):
+        congestion = OrganState(status="impaired", reason="biphasic RVD or CVP >= 12")
+    else:
+        congestion = OrganState(status="normal")
+    organs[Organ.CONGESTION] = congestion
+    rso2, drop = features.get("rso2_min_pct"), features.get("rso2_drop_from_baseline_pct")
+    if rso2 is None:
+        brain = OrganState(status="unknown", age_s=ages.get("brain"), reason="no rSO2")
+    elif rso2 < 50 or (drop is not None and drop > 20):
+        brain = OrganState(status="failing", reason="rSO2 < 50% or > 20% below baseline")
+    elif drop is not None and drop > 10:
+        brain = OrganState(status="impaired", reason="rSO2 > 10% below baseline")
+    else:
+        brain = OrganState(status="normal")
+    organs[Organ.BRAIN] = brain
+    return organs

@@ -1,0 +1,297 @@
+"""PatientState: every raw topic merged in event time; the MAP rule on scripted patients."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+
+from schemas.alerts import AlertEvent, AlertPhase, AlertPriority
+from schemas.codes import Quantity
+from schemas.common import SourceInfo
+from schemas.context import Discharge, Weight
+from schemas.observations import Measurement, NirsSample
+from streams.alarm import AlertDraft
+from streams.patient import FEATURE_SOURCES, PatientState
+from streams.rules import RuleSet, load_rules
+from tests.support.patients import (
+    T0,
+    first_time_median_at_or_above_after,
+    first_time_median_below,
+    map_trace,
+    seconds,
+    vitals,
+)
+
+RULES = load_rules()
+MAP_RULE = "perfusion.map_low"
+ON_DELAY, OFF_DELAY = 300, 120
+CLEAR_AT = RULES.get(MAP_RULE).condition.threshold(cleared=True)  # type: ignore[union-attr]
+
+
+def _events(drafts: list[AlertDraft], t: int) -> list[AlertEvent]:
+    return [d.to_event(raised_at=T0 + seconds(t)) for d in drafts]
+
+
+def feed(
+    trace: list[float | None],
+    patient: str = "p-hypo",
+    rules: RuleSet = RULES,
+    rule_id: str | None = MAP_RULE,
+) -> list[AlertEvent]:
+    state = PatientState(patient)
+    events = []
+    for t, map_mmhg in enumerate(trace):
+        events += _events(
+            state.apply_observations("vitals", vitals(patient, T0 + seconds(t), map_mmhg), rules), t
+        )
+    return [e for e in events if rule_id is None or e.rule_id == rule_id]
+
+
+HYPOTENSION = map_trace([(600, 82), (900, 56), (900, 80)])
+
+
+def test_hypotension_starts_five_minutes_after_the_median_crosses_and_ends_after_off_delay() -> (
+    None
+):
+    events = feed(list(HYPOTENSION))
+    assert [(e.phase, e.priority) for e in events] == [
+        (AlertPhase.START, AlertPriority.MEDIUM),
+        (AlertPhase.END, AlertPriority.MEDIUM),
+    ]
+    start, end = events
+    crossed = first_time_median_below(HYPOTENSION, 65)
+    assert 600 <= crossed <= 640
+    assert start.condition_since == T0 + seconds(crossed)
+    assert start.triggered_at == T0 + seconds(crossed + ON_DELAY)
+    recovered = first_time_median_at_or_above_after(HYPOTENSION, CLEAR_AT, after=1500)
+    assert end.triggered_at == T0 + seconds(recovered + OFF_DELAY)
+    assert start.alert_id == end.alert_id != start.event_id
+    assert start.values["map_median_1min_mmhg"] is not None
+    assert start.values["map_median_1min_mmhg"] < 65
+    assert start.thresholds["map_median_1min_mmhg"] == 65.0
+    assert "CLINICAL.md" in start.source
+
+
+def test_a_deep_drop_is_high_priority_after_two_minutes() -> None:
+    trace = map_trace([(600, 82), (600, 48), (600, 80)])
+    events = feed(list(trace))
+    start = events[0]
+    assert start.phase is AlertPhase.START
+    assert start.priority is AlertPriority.HIGH
+    crossed = first_time_median_below(trace, 55)
+    assert start.triggered_at == T0 + seconds(crossed + 120)
+
+
+def test_brief_shallow_dips_raise_nothing() -> None:
+    trace = map_trace([(300, 80), (240, 60), (300, 80), (240, 60), (300, 80), (240, 60), (300, 80)])
+    assert feed(list(trace), rule_id=None) == []
+
+
+def test_flush_artefacts_and_single_spikes_do_not_break_the_episode() -> None:
+    trace = list(HYPOTENSION)
+    for t in range(700, 1400, 37):
+        trace[t] = 180.0
+    assert [e.phase for e in feed(list(trace))] == [AlertPhase.START, AlertPhase.END]
+
+
+def test_normal_patient_never_alarms() -> None:
+    assert feed(list(map_trace([(3600, 78)], seed=5, noise=3)), rule_id=None) == []
+
+
+def test_ids_are_deterministic_and_differ_between_patients() -> None:
+    first, second = feed(list(HYPOTENSION)), feed(list(HYPOTENSION))
+    assert [e.model_dump(exclude={"raised_at"}) for e in first] == [
+        e.model_dump(exclude={"raised_at"}) for e in second
+    ]
+    other = feed(list(HYPOTENSION), patient="p-other")
+    assert {e.alert_id for e in other}.isdisjoint({e.alert_id for e in first})
+
+
+def test_late_and_duplicate_samples_are_ignored_and_counted() -> None:
+    state = PatientState("p1")
+    for t in range(10):
+        state.apply_observations("vitals", vitals("p1", T0 + seconds(t), 80), RULES)
+    before = state.to_state()
+    assert state.apply_observations("vitals", vitals("p1", T0 + seconds(9), 40), RULES) == []
+    assert state.apply_observations("vitals", vitals("p1", T0 + seconds(3), 40), RULES) == []
+    assert state.late_samples == 2 * 5  # five quantities in each late message
+    after = state.to_state()
+    assert after.pop("late") == 10
+    before.pop("late")
+    assert after == before
+
+
+def test_future_dated_samples_are_dropped_and_counted() -> None:
+    state = PatientState("p1")
+    state.apply_observations("vitals", vitals("p1", T0, 80), RULES)
+    state.apply_observations("vitals", vitals("p1", T0 + timedelta(hours=5), 40), RULES)
+    assert state.future_samples == 5
+    assert state.clock == T0.timestamp()
+
+
+def test_artefact_flagged_map_is_not_used() -> None:
+    state = PatientState("p1")
+    events: list[AlertEvent] = []
+    for t in range(900):
+        sample = vitals("p1", T0 + seconds(t), 30, artefact=True)
+        events += _events(state.apply_observations("vitals", sample, RULES), t)
+    assert state.cache["map_median_1min_mmhg"] is None
+    assert not [e for e in events if e.rule_id == MAP_RULE]
+    assert state.sources["vitals"].artefact_fraction(state.clock or 0) == 0.2  # 1 of 5 values
+
+
+def test_data_gap_restarts_the_on_delay() -> None:
+    trace: list[float | None] = [56.0] * 240 + [None] * 120 + [56.0] * 240
+    assert feed(trace) == []
+
+
+def test_the_median_is_unknown_once_a_whole_window_has_no_arterial_mean() -> None:
+    # low 200 s, then 61 s without MAP (other vitals go on), then low 299 s: no alarm,
+    # because at t=260 the window (200, 260] holds no arterial mean
+    assert feed([56.0] * 200 + [None] * 61 + [56.0] * 299) == []
+    # a 30-s gap leaves the window known: the on-delay runs on and the alarm starts at 300 s
+    events = feed([56.0] * 200 + [None] * 30 + [56.0] * 200)
+    assert [(e.phase, (e.triggered_at - T0).total_seconds()) for e in events] == [
+        (AlertPhase.START, 300.0)
+    ]
+
+
+def test_active_alarm_is_not_cleared_by_missing_data_and_the_line_loss_is_technical() -> None:
+    trace: list[float | None] = [56.0] * 420 + [None] * 600
+    events = [
+        e
+        for e in feed(trace, rule_id=None)
+        if e.phase is AlertPhase.START and e.rule_id != "perfusion.shock_index_high"
+    ]
+    assert [(e.rule_id, e.phase) for e in events] == [
+        (MAP_RULE, AlertPhase.START),
+        ("technical.arterial_line_no_data", AlertPhase.START),
+    ]
+    assert events[1].kind == "technical"
+
+
+def test_state_restored_mid_episode_continues_identically() -> None:
+    """What a restarted worker does: state from the changelog (JSON), then more samples."""
+    uninterrupted = feed(list(HYPOTENSION), rule_id=None)
+    state = PatientState("p-hypo")
+    events = []
+    for t, map_mmhg in enumerate(HYPOTENSION):
+        if t in (650, 1000, 1700):  # pending, active, clearing
+            state = PatientState.from_state(json.loads(json.dumps(state.to_state())))
+        events += _events(
+            state.apply_observations("vitals", vitals("p-hypo", T0 + seconds(t), map_mmhg), RULES),
+            t,
+        )
+    assert events == uninterrupted
+
+
+def test_several_messages_in_the_same_second_do_not_hide_the_arterial_pressure() -> None:
+    state = PatientState("p-split")
+    phases = []
+    for t, map_mmhg in enumerate(HYPOTENSION):
+        at = T0 + seconds(t)
+        full = vitals("p-split", at, map_mmhg)
+        for part in (full.measurements[:2], full.measurements[2:]):
+            message = full.model_copy(update={"measurements": part})
+            phases += [
+                d.phase
+                for d in state.apply_observations("vitals", message, RULES)
+                if d.rule_id == MAP_RULE
+            ]
+    assert phases == [AlertPhase.START, AlertPhase.END]
+    assert state.late_samples == 0
+
+
+def _nirs(patient: str, t: int, left: float, right: float) -> NirsSample:
+    at = T0 + seconds(t)
+    return NirsSample(
+        patient_id=patient,
+        source=SourceInfo(adapter="test", device_id="invos-1"),
+        received_at=at,
+        measurements=(
+            Measurement.of(Quantity.RSO2_LEFT, left, at),
+            Measurement.of(Quantity.RSO2_RIGHT, right, at),
+        ),
+    )
+
+
+def test_rso2_rules_are_evaluated_on_nirs_records_only_and_time_to_the_sample() -> None:
+    state = PatientState("p-brain")
+    events: list[AlertEvent] = []
+    for t in range(0, 1500):
+        events += _events(
+            state.apply_observations("vitals", vitals("p-brain", T0 + seconds(t), 80), RULES), t
+        )
+        left = 70.0 if t < 1200 else 45.0  # baseline 70 for 20 min, then a 36% drop
+        events += _events(
+            state.apply_observations("nirs", _nirs("p-brain", t, left, 70.0), RULES), t
+        )
+    by_rule = {e.rule_id: e for e in events if e.phase is AlertPhase.START}
+    drop = by_rule["brain.rso2_drop_from_baseline"]
+    assert state.cache["rso2_baseline_left_pct"] == 70.0
+    # the 15-s median crosses a 20% drop (56) once half of its window is low
+    assert 1200 + 15 <= (drop.triggered_at - T0).total_seconds() <= 1200 + 8 + 15 + 1
+    assert "brain.rso2_asymmetry" in by_rule
+    assert "brain.rso2_low" in by_rule  # 45 < 50
+
+
+def test_tick_raises_no_data_for_a_silent_patient_and_discharge_silences_it() -> None:
+    state = PatientState("p-quiet")
+    for t in range(60):
+        state.apply_observations("vitals", vitals("p-quiet", T0 + seconds(t), 80), RULES)
+    assert state.tick((T0 + seconds(70)).timestamp(), RULES) == []  # not silent long enough
+    drafts = state.tick((T0 + seconds(180)).timestamp(), RULES)
+    assert {d.rule_id for d in drafts} >= {"technical.vitals_no_data"}
+    other = PatientState("p-gone")
+    other.apply_observations("vitals", vitals("p-gone", T0, 80), RULES)
+    other.apply_context(
+        Discharge(
+            patient_id="p-gone",
+            observed_at=T0 + seconds(1),
+            received_at=T0 + seconds(1),
+            source=SourceInfo(adapter="test"),
+        ),
+        RULES,
+    )
+    assert other.tick((T0 + seconds(600)).timestamp(), RULES) == []
+
+
+def test_snapshot_has_every_feature_organ_and_completeness() -> None:
+    state = PatientState("p-snap")
+    state.apply_context(
+        Weight(
+            patient_id="p-snap",
+            observed_at=T0,
+            received_at=T0,
+            source=SourceInfo(adapter="test"),
+            weight_kg=70.0,
+        ),
+        RULES,
+    )
+    for t in range(120):
+        state.apply_observations("vitals", vitals("p-snap", T0 + seconds(t), 80), RULES)
+    snapshot = state.snapshot((T0 + seconds(119)).timestamp())
+    assert snapshot.features["map_median_1min_mmhg"].value == 80.0
+    assert snapshot.features["lactate_mmol_l"].value is None  # unknown, never 0
+    assert snapshot.organs["liver"].status == "unknown"
+    assert snapshot.sofa_total is None
+    assert 0 < snapshot.completeness["perfusion"] < 1
+    assert not state.snapshot_due((T0 + seconds(125)).timestamp(), 60, 10)
+
+
+def test_every_feature_has_a_source() -> None:
+    assert all(FEATURE_SOURCES[name] for name in FEATURE_SOURCES)
+    for rule in RULES.enabled:
+        assert all(name in FEATURE_SOURCES for name in rule.feature_names)
+
+
+def test_replayed_record_offsets_are_skipped() -> None:
+    state = PatientState("p1")
+    assert not state.seen("icu.vitals:0", 5)
+    state.remember("icu.vitals:0", 5)
+    assert state.seen("icu.vitals:0", 5)
+    assert state.seen("icu.vitals:0", 4)
+    assert not state.seen("icu.vitals:0", 6)
+    assert not state.seen("icu.vitals:1", 1)
+    restored = PatientState.from_state(json.loads(json.dumps(state.to_state())))
+    assert restored.seen("icu.vitals:0", 5)
