@@ -17,15 +17,17 @@ groups, ``streams.alarm``); this module only wires them to Kafka.
   After a crash, records after the committed offset are delivered again; the
   state remembers the last offset applied per partition and skips them.
   Alert ids are deterministic, so a repeat of an alert has the same id.
-- **Ticks.** As a partition's event time moves on, every patient seen on it is
-  ticked every ``TICK_EVERY_S`` so "no data" technical alarms fire for a silent
-  patient.
+- **Ticks.** Per partition, the latest event time of each frequent source is a
+  watermark; once every source has passed the next 5-s grid time, every patient
+  seen on the partition is ticked there (``streams.offline.tick_time``), so "no
+  data" alarms fire for a silent patient, identically at any replay speed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -33,6 +35,8 @@ from pathlib import Path
 from typing import Any
 
 import faust
+from faust.streams import _current_event
+from faust.types import TP
 from pydantic import ValidationError
 
 from schemas.alerts import AlertAck
@@ -42,7 +46,8 @@ from schemas.observations import CrrtStatus, LabResults, NirsSample, Observation
 from schemas.topics import TopicRegistry
 from streams import metrics
 from streams.alarm import AlertDraft
-from streams.patient import PatientState
+from streams.offline import tick_time
+from streams.patient import FREQUENT_SOURCES, PatientState
 from streams.rules import RuleSet
 
 Clock = Callable[[], datetime]
@@ -60,7 +65,9 @@ SNAPSHOT_EVERY_S = 10.0
 """Write a patient's state when its event time moved this far since the last write."""
 SNAPSHOT_AFTER_BATCHES = 20
 """...or when it has waited this many batches (patients whose clock stands still)."""
-TICK_EVERY_S = 5.0
+FLUSH_EVERY_S = 2.0
+"""Wall-clock period of writing the state of patients whose input has gone quiet (their
+records stay un-acknowledged until then). Affects only when offsets are committed."""
 FEATURES_EVERY_S = 60.0
 """Publish a patient's features at least once a minute of event time..."""
 FEATURES_MIN_EVERY_S = 10.0
@@ -137,8 +144,7 @@ def create_app(config: WorkerConfig, clock: Clock = _wall_clock) -> faust.App:
         "patient-state",
         default=None,
         partitions=topics.partitions,
-        key_type=str,
-        key_serializer="raw",
+        schema=faust.Schema(key_type=str, key_serializer="raw", value_serializer="json"),
         # The key's partition is the patient's input partition (same key bytes, same
         # murmur2 partitioner), so a patient's changelog lands where its inputs are.
         use_partitioner=True,
@@ -146,7 +152,7 @@ def create_app(config: WorkerConfig, clock: Clock = _wall_clock) -> faust.App:
     )
 
     live: dict[str, _Live] = {}
-    watermarks: dict[int, float] = {}  # partition -> latest patient clock seen there
+    watermarks: dict[int, dict[str, float]] = {}  # partition -> source -> latest time
     ticked: dict[int, float] = {}
 
     async def _drop_live(_sender: Any, /, *_args: Any, signal: Any, **_kwargs: Any) -> None:
@@ -251,23 +257,38 @@ def create_app(config: WorkerConfig, clock: Clock = _wall_clock) -> faust.App:
             )
             metrics.FEATURE_SNAPSHOTS.inc()
 
+    consumed: dict[tuple[str, int], int] = {}  # (topic, partition) -> last offset taken
+
+    def backlog(partition: int) -> frozenset[str]:
+        """Frequent sources of ``partition`` with records not consumed yet."""
+        waiting = set()
+        for source in FREQUENT_SOURCES:
+            topic = topics.name(source)
+            try:
+                highwater = app.consumer.highwater(TP(topic, partition))
+            except Exception:  # no fetch yet: unknown, so wait for it
+                highwater = None
+            if highwater is None or consumed.get((topic, partition), -1) + 1 < highwater:
+                waiting.add(source)
+        return frozenset(waiting)
+
     def tick_partitions(touched: dict[str, _Live]) -> list[AlertDraft]:
         drafts: list[AlertDraft] = []
-        for partition, watermark in watermarks.items():
-            last = ticked.get(partition)
-            if last is not None and watermark - last < TICK_EVERY_S:
+        for partition, by_source in watermarks.items():
+            at = tick_time(by_source, ticked.get(partition), backlog(partition))
+            if at is None:
                 continue
-            ticked[partition] = watermark
+            ticked[partition] = at
             for patient_id, entry in live.items():
                 if entry.partition != partition:
                     continue
-                found = entry.state.tick(watermark, config.rules)
+                found = entry.state.tick(at, config.rules)
                 if found:
                     drafts += found
                     touched[patient_id] = entry
         return drafts
 
-    def save(entries: dict[str, _Live], alerted: set[str]) -> None:
+    def save(entries: dict[str, _Live], alerted: set[str], force: bool = False) -> None:
         for patient_id, entry in entries.items():
             state = entry.state
             entry.dirty_batches += 1
@@ -277,25 +298,41 @@ def create_app(config: WorkerConfig, clock: Clock = _wall_clock) -> faust.App:
                 and state.clock - entry.saved_clock >= SNAPSHOT_EVERY_S
             )
             if not (
-                patient_id in alerted
+                force
+                or patient_id in alerted
                 or moved
                 or entry.saved_clock is None
                 or entry.dirty_batches >= SNAPSHOT_AFTER_BATCHES
             ):
                 continue
+            # faust's RocksDB store files the key under the *current event's* partition;
+            # inside a batch that is whichever record came last, so name this patient's.
+            if entry.held:
+                _current_event.set(weakref.ref(entry.held[-1]))
             table[patient_id] = state.to_state()
             entry.saved_clock, entry.dirty_batches = state.clock, 0
             held, entry.held = entry.held, []
             for held_event in held:
                 held_event.ack()
 
+    busy: set[str] = set()  # patients of the batch in progress (alerts not yet acknowledged)
+
+    @app.timer(interval=FLUSH_EVERY_S)  # type: ignore[untyped-decorator]
+    async def flush_idle() -> None:
+        """Write the state of patients whose records wait, once input has gone quiet."""
+        waiting = {p: e for p, e in live.items() if e.held and p not in busy}
+        if waiting:
+            save(waiting, set(), force=True)
+
     @app.agent(inputs, name="patients")
     async def process(stream: Any) -> None:
         async for batch in stream.take_events(BATCH_MAX, within=BATCH_WITHIN_S):
             touched: dict[str, _Live] = {}
             drafts: list[AlertDraft] = []
+            busy.clear()
             for event in batch:
                 source = source_of.get(event.message.topic, "unknown")
+                consumed[(event.message.topic, event.message.partition)] = event.message.offset
                 metrics.SAMPLES_IN.labels(source).inc()
                 try:
                     entry, found = apply(event, source)
@@ -321,18 +358,19 @@ def create_app(config: WorkerConfig, clock: Clock = _wall_clock) -> faust.App:
                 event.message.incref()
                 entry.held.append(event)
                 touched[entry.state.patient_id] = entry
+                busy.add(entry.state.patient_id)
                 drafts += found
-                if entry.state.clock is not None:
-                    partition = entry.partition
-                    watermarks[partition] = max(
-                        watermarks.get(partition, entry.state.clock), entry.state.clock
-                    )
+                last = entry.state.sources[source].last_at if source in FREQUENT_SOURCES else None
+                if last is not None:
+                    by_source = watermarks.setdefault(entry.partition, {})
+                    by_source[source] = max(by_source.get(source, last), last)
             drafts += tick_partitions(touched)
             # Alerts first, acknowledged by Kafka, then the state that remembers them: a
             # crash in between re-emits the alert (same event id) instead of losing it.
             await publish_alerts(drafts)
             await publish_features(list(touched.values()))
             save(touched, {d.context.patient_id for d in drafts})
+            busy.clear()
             await asyncio.sleep(0)
 
     return app

@@ -25,11 +25,12 @@ Late and out-of-order policy (DESIGN.md "Event time"):
   cleared by it.
 
 Which rules are evaluated when: a rule is evaluated on records of the sources its
-features come from (``FEATURE_SOURCES``), at the patient's clock, so single-source
-rules (MAP, rSO2, CRRT circuit) depend only on their own topic's order, which is
-the same at any replay speed. Rules that combine sources (SOFA, congestion) use
-the latest value of the other sources, so their timing can move by the skew
-between topics. Technical rules are also evaluated on ``tick``.
+features come from (``FEATURE_SOURCES``). A single-source rule (MAP, rSO2, CRRT
+circuit, labs) runs on its source's own clock, so it depends only on its own
+topic's order, which is the same at any replay speed. Rules that combine sources
+(SOFA, congestion) run on the patient's clock with the latest value of the other
+sources, so their timing can move by the skew between topics. "No data" rules are
+evaluated only on ``tick``, against a watermark every source has passed.
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ from schemas.context import (
 )
 from schemas.derived import FeatureSnapshot, FeatureValue, Organ, OrganState
 from schemas.observations import ObservationMessage
-from streams.alarm import AlertContext, AlertDraft, PatientAlarms
+from streams.alarm import ActiveAlarm, AlertContext, AlertDraft, PatientAlarms
 from streams.features.base import FeatureGroup, Features, PatientFacts
 from streams.features.brain import BrainFeatures
 from streams.features.catalog import FEATURES
@@ -62,7 +63,7 @@ from streams.features.perfusion import PerfusionFeatures
 from streams.features.renal import RenalFeatures
 from streams.features.scores import news2, qsofa, sofa
 from streams.features.windows import DAY_S, HOUR_S, SparseSeries
-from streams.rules import RuleSet
+from streams.rules import PRIORITY_RANK, Rule, RuleSet
 
 SOURCES = ("vitals", "nirs", "crrt", "labs", "context")
 FREQUENT_SOURCES = ("vitals", "nirs", "crrt")
@@ -70,8 +71,6 @@ GAP_S = 60.0
 """A frequent source silent this long makes its features unknown first (gap policy)."""
 FUTURE_TOLERANCE_S = 600.0
 """Observations more than 10 min ahead of the patient's clock are a clock fault."""
-SILENT_AFTER_S = 30.0
-"""A patient with no record for this long behind its partition's event time is ticked."""
 SCORES_EVERY_S = 60.0
 """SOFA, qSOFA and NEWS2 are recomputed at most once per event-time minute."""
 ARTEFACT_WINDOW_S = 300.0
@@ -114,6 +113,8 @@ _ROUTES: dict[Quantity, tuple[str, ...]] = {
 """Which groups read each quantity (a measurement goes only to them)."""
 
 _TECHNICAL = frozenset(name for name, spec in FEATURES.items() if spec.organ == "technical")
+_DATA_AGES = frozenset(name for name in _TECHNICAL if name.endswith("_data_age_s"))
+""""No data" features: evaluated only on ticks, against the sources' own progress."""
 _SCORE_FEATURES = frozenset(name for name, spec in FEATURES.items() if spec.organ == "scores")
 
 
@@ -153,6 +154,9 @@ def _feature_sources() -> dict[str, frozenset[str]]:
     for name, spec in FEATURES.items():
         if spec.organ in ("technical", "scores"):
             found[name] = frozenset(SOURCES)
+            for source in FREQUENT_SOURCES:
+                if name.startswith(f"{source}_artefact"):
+                    found[name] = frozenset({source})
             continue
         sources: tuple[str, ...] = ("vitals",)
         for prefix, where in by_prefix:
@@ -209,7 +213,12 @@ class PatientState:
         self.care_unit: str | None = None
         self.site: str | None = None
         self.groups: dict[str, Any] = {name: kind() for name, kind in _GROUP_TYPES.items()}
-        self.alarms = PatientAlarms()
+        # Rules that read one source run on that source's clock, so topics read at
+        # different paces (a replay at full speed) cannot shift each other's timing;
+        # rules mixing sources run on the patient's clock ("mixed").
+        self.engines = {key: PatientAlarms() for key in (*SOURCES, "mixed")}
+        # "no data" rules run on ticks, on their own clock (see ``tick``)
+        self.watchdog = PatientAlarms()
         self.weight = SparseSeries(horizon_s=30 * DAY_S)
         self.sources = {source: _SourceClock() for source in SOURCES}
         self.quantity_at: dict[str, float] = {}  # frequent quantity -> last time applied
@@ -294,7 +303,11 @@ class PatientState:
 
     def acknowledge(self, ack: AlertAck, rules: RuleSet) -> list[AlertDraft]:
         """An acknowledgement from the alerts.ack topic: pauses re-announcement only."""
-        return list(self.alarms.acknowledge(ack, rules, self._context(None)).drafts)
+        for engine in (*self.engines.values(), self.watchdog):
+            outcome = engine.acknowledge(ack, rules, self._context(None))
+            if outcome.status != "unknown_alert":
+                return list(outcome.drafts)
+        return []
 
     # ---- evaluation ----------------------------------------------------------------
 
@@ -320,29 +333,47 @@ class PatientState:
         if self.discharged_at is not None and self.clock >= self.discharged_at:
             return []  # discharged: nothing to watch until the next admission
         context = self._context(received_at)
+        unknown = dict.fromkeys(gapped) if gapped else None
         drafts: list[AlertDraft] = []
-        if gapped:
-            unknown = dict.fromkeys(gapped)
-            features = {**self._compute(self.clock, {source}), **unknown}
-            drafts += self._evaluate(self.clock, features, rules, {source}, context)
-        features = self._compute(self.clock, {source})
-        drafts += self._evaluate(self.clock, features, rules, {source}, context)
+        own, mixed = _rules_for(rules, source)
+        source_clock = clock.last_at
+        if own and source_clock is not None:
+            # as of the source's own time: another topic read ahead cannot age its window
+            features = self._compute(source_clock, {source})
+            engine = self.engines[source]
+            if unknown:
+                drafts += engine.evaluate(
+                    source_clock, {**features, **unknown}, rules, context, own
+                )
+            drafts += engine.evaluate(source_clock, features, rules, context, own)
+        if mixed:
+            features = self._compute(self.clock, {source})
+            engine = self.engines["mixed"]
+            if unknown:
+                drafts += engine.evaluate(
+                    self.clock, {**features, **unknown}, rules, context, mixed
+                )
+            drafts += engine.evaluate(self.clock, features, rules, context, mixed)
         return drafts
 
     def tick(self, at: float, rules: RuleSet) -> list[AlertDraft]:
-        """Advance to event time ``at`` without new data: technical rules only.
+        """Evaluate the "no data" rules at event time ``at``: a watermark.
 
-        Called by the worker as its partition's event time moves on, so "no data
-        from a source" fires even when a patient sends nothing at all. Only a
-        patient silent for ``SILENT_AFTER_S`` is ticked: one merely a few seconds
-        behind its partition keeps being evaluated at its own records' times.
+        The caller (the worker, per partition) ticks every patient on a grid of
+        event time once *every* source on the partition has passed ``at``, so each
+        source's records up to ``at`` are applied whatever the skew between topics:
+        the age of each source is then ``at`` minus its last observation (0 when the
+        source is ahead), and the result is the same at any replay speed. These
+        rules keep their own alarm clock (``watchdog``), apart from the record-driven
+        rules evaluated at the patient's own clock.
         """
-        if self.clock is None or at - self.clock < SILENT_AFTER_S:
-            return []
-        if self.discharged_at is not None:
+        if self.clock is None or self.discharged_at is not None:
             return []
         features = {**self.cache, **self._technical(at)}
-        return self._evaluate(at, features, rules, None, self._context(None), technical_only=True)
+        selected = _watchdog_rules(rules)
+        if not selected:
+            return []
+        return self.watchdog.evaluate(at, features, rules, self._context(None), only=selected)
 
     def _context(self, received_at: datetime | None) -> AlertContext:
         return AlertContext(
@@ -353,20 +384,11 @@ class PatientState:
             trigger_received_at=received_at,
         )
 
-    def _evaluate(
-        self,
-        at: float,
-        features: Features,
-        rules: RuleSet,
-        sources: set[str] | None,
-        context: AlertContext,
-        *,
-        technical_only: bool = False,
-    ) -> list[AlertDraft]:
-        selected = _rules_for(rules, None if technical_only else frozenset(sources or ()))
-        if not selected:
-            return []
-        return self.alarms.evaluate(at, features, rules, context, only=selected)
+    @property
+    def alarms(self) -> list[ActiveAlarm]:
+        """Every alarm currently shown for this patient, most urgent first."""
+        shown = [a for e in (*self.engines.values(), self.watchdog) for a in e.active()]
+        return sorted(shown, key=lambda a: (-PRIORITY_RANK[a.priority], a.condition_since))
 
     def _compute(self, at: float, sources: Iterable[str]) -> Features:
         """Features as of ``at``: the groups fed by ``sources``, scores once a minute."""
@@ -392,7 +414,7 @@ class PatientState:
         return dict(self.cache)
 
     def _technical(self, at: float) -> Features:
-        def age(last: float | None) -> float | None:
+        def age(last: float | None) -> float | None:  # 0 when the source is ahead of ``at``
             return None if last is None else max(0.0, at - last)
 
         abp = self.quantity_at.get(Quantity.ABP_MEAN.value)
@@ -550,7 +572,8 @@ class PatientState:
             "unit": self.care_unit,
             "site": self.site,
             "groups": {name: group.to_state() for name, group in self.groups.items()},
-            "alarms": self.alarms.to_state(),
+            "engines": {key: engine.to_state() for key, engine in self.engines.items()},
+            "watchdog": self.watchdog.to_state(),
             "weight": self.weight.to_state(),
             "sources": {name: clock.to_state() for name, clock in self.sources.items()},
             "qat": self.quantity_at,
@@ -571,10 +594,10 @@ class PatientState:
         patient = cls(state["id"])
         patient.bed, patient.care_unit, patient.site = state["bed"], state["unit"], state["site"]
         patient.groups = {
-            name: _GROUP_TYPES[name].from_state(group)
-            for name, group in state["groups"].items()
+            name: _GROUP_TYPES[name].from_state(group) for name, group in state["groups"].items()
         }
-        patient.alarms = PatientAlarms.from_state(state["alarms"])
+        patient.engines = {k: PatientAlarms.from_state(e) for k, e in state["engines"].items()}
+        patient.watchdog = PatientAlarms.from_state(state["watchdog"])
         patient.weight = SparseSeries.from_state(state["weight"])
         patient.sources = {n: _SourceClock.from_state(s) for n, s in state["sources"].items()}
         patient.quantity_at = dict(state["qat"])
@@ -590,28 +613,40 @@ class PatientState:
         return patient
 
 
-_SELECTIONS: dict[tuple[int, frozenset[str] | None], tuple[RuleSet, frozenset[str]]] = {}
+_SELECTIONS: dict[tuple[int, str], tuple[RuleSet, frozenset[str], frozenset[str]]] = {}
 
 
-def _rules_for(rules: RuleSet, sources: frozenset[str] | None) -> frozenset[str]:
-    """Ids of the rules a record of ``sources`` can affect (None: the technical rules)."""
-    key = (id(rules), sources)
+def _rule_sources(rule: Rule) -> frozenset[str]:
+    """The sources a rule's conditions read (``explain`` features only decorate it)."""
+    clauses = list(rule.condition.clauses())
+    if rule.escalation is not None and rule.escalation.condition is not None:
+        clauses += list(rule.escalation.condition.clauses())
+    return frozenset().union(*(FEATURE_SOURCES[c.feature] for c in clauses))
+
+
+def _rules_for(rules: RuleSet, source: str) -> tuple[frozenset[str], frozenset[str]]:
+    """(single-source rules of ``source``, mixed-source rules reading it); no "no data" rules."""
+    key = (id(rules), source)
     cached = _SELECTIONS.get(key)
     if cached is not None:
-        return cached[1]
-    found = frozenset(
-        rule.id
-        for rule in rules.enabled
-        if (
-            any(f in _TECHNICAL for f in rule.feature_names)
-            if sources is None
-            else any(FEATURE_SOURCES[f] & sources for f in rule.feature_names)
-        )
-    )
+        return cached[1], cached[2]
+    own, mixed = set(), set()
+    for rule in rules.enabled:
+        if any(f in _DATA_AGES for f in rule.feature_names):
+            continue
+        sources = _rule_sources(rule)
+        if sources == {source}:
+            own.add(rule.id)
+        elif source in sources:
+            mixed.add(rule.id)
     if len(_SELECTIONS) > 64:  # rule sets come and go in tests
         _SELECTIONS.clear()
-    _SELECTIONS[key] = (rules, found)  # holding the rule set keeps its id unique
-    return found
+    found = _SELECTIONS[key] = (rules, frozenset(own), frozenset(mixed))  # holds the id unique
+    return found[1], found[2]
+
+
+def _watchdog_rules(rules: RuleSet) -> frozenset[str]:
+    return frozenset(r.id for r in rules.enabled if any(f in _DATA_AGES for f in r.feature_names))
 
 
 def _int_or_none(value: float | None) -> int | None:

@@ -73,8 +73,10 @@ def expected_map_trace() -> list[float]:
 def test_one_start_and_one_end_for_the_hypotensive_patient_only(
     max_speed_run: tuple[Stack, list[AlertEvent]],
 ) -> None:
-    stack, alerts = max_speed_run
+    stack, everything = max_speed_run
     patient = patient_id_of(HYPO_BED)
+    assert [(a.patient_id, a.rule_id, a.phase) for a in everything if a.patient_id != patient] == []
+    alerts = [a for a in everything if a.rule_id == "perfusion.map_low"]
     assert [(a.patient_id, a.phase) for a in alerts] == [
         (patient, AlertPhase.START),
         (patient, AlertPhase.END),
@@ -94,7 +96,7 @@ def test_one_start_and_one_end_for_the_hypotensive_patient_only(
     assert timedelta(seconds=300) <= start.triggered_at - (START + timedelta(seconds=ONSET_S))
     assert start.triggered_at - (START + timedelta(seconds=ONSET_S)) <= timedelta(seconds=360)
 
-    recovered = first_time_median_at_or_above_after(trace, 65, after=crossed + 300)
+    recovered = first_time_median_at_or_above_after(trace, 67, after=crossed + 300)  # hysteresis
     assert abs(end.triggered_at - (START + timedelta(seconds=recovered + 120))) <= timedelta(
         seconds=1
     )
@@ -139,7 +141,7 @@ def test_same_input_at_another_speed_yields_identical_alert_events(
         at_40x = run_scenario(stack, "40")
     finally:
         stack.stop_all()
-    assert len(at_max_speed) == 2
+    assert len([a for a in at_max_speed if a.rule_id == "perfusion.map_low"]) == 2
     assert [a.model_dump(exclude=WALL_CLOCK_FIELDS) for a in at_40x] == [
         a.model_dump(exclude=WALL_CLOCK_FIELDS) for a in at_max_speed
     ]
@@ -192,6 +194,6 @@ def test_alerts_tail_prints_the_alert_events_as_json(
     assert done.returncode == 0, done.stderr
     printed = [AlertEvent.model_validate_json(line) for line in done.stdout.splitlines()]
     assert printed == alerts
-    human = stack.vigil("alerts", "tail", "--from-beginning", "--max", "1", "--timeout", "5")
+    human = stack.vigil("alerts", "tail", "--from-beginning", "--max", "5", "--timeout", "5")
     assert human.returncode == 0, human.stderr
-    assert "START  MEDIUM ICU1-03  sim-003  MAP below 65 mmHg" in human.stdout
+    assert "START  MEDIUM ICU1-03  sim-003  MAP below 65 mmHg" in human.stdout, human.stdout
