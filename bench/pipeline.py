@@ -23,6 +23,7 @@ import time
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from kafka import KafkaConsumer, TopicPartition
 
@@ -30,7 +31,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.common import broker, machine, write_results  # noqa: E402
-from schemas.observations import VitalSigns  # noqa: E402
+from schemas.context import ContextEvent  # noqa: E402
+from schemas.observations import (  # noqa: E402
+    CrrtStatus,
+    LabResults,
+    NirsSample,
+    VitalSigns,
+)
 from schemas.topics import TopicRegistry  # noqa: E402
 from services import procs  # noqa: E402
 from services.kafka_io import (  # noqa: E402
@@ -39,36 +46,43 @@ from services.kafka_io import (  # noqa: E402
     reliable_producer,
 )
 from services.kafka_local import free_port  # noqa: E402
+from services.sim.engine import IcuConfig, simulate_icu  # noqa: E402
 from services.sim_publisher import publish_simulation  # noqa: E402
-from services.simulator import HypotensionEpisode, SimulationConfig, simulate  # noqa: E402
-from streams.monitor import PatientMonitor  # noqa: E402
+from services.simulator import HypotensionEpisode, SimulationConfig  # noqa: E402
+from streams.offline import OfflinePipeline  # noqa: E402
 from streams.rules import load_rules  # noqa: E402
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
+MODELS: dict[str, Any] = {
+    "vitals": VitalSigns,
+    "nirs": NirsSample,
+    "crrt": CrrtStatus,
+    "labs": LabResults,
+    "context": ContextEvent,
+}
 
 
 def bench_pure_core(beds: int, seconds: int) -> dict[str, float]:
-    config = SimulationConfig(beds=beds, seed=1, start=START, duration_s=seconds,
-                              episodes=(HypotensionEpisode(1),))  # fmt: skip
-    encoded = [(s.patient_id, s.model_dump_json().encode())
-               for _t, batch in simulate(config) for s in batch]  # fmt: skip
-    rules = load_rules()
-    states: dict[str, dict[str, object]] = {}
+    """The worker's per-patient pipeline on every raw topic, decode included, one core."""
+    config = IcuConfig(beds=beds, seed=1, start=START, duration_s=seconds)
+    encoded = [
+        (record.topic, record.value())
+        for _t, batch in simulate_icu(config, clock=lambda: START)
+        for record in batch
+        if record.topic in MODELS
+    ]
+    pipeline = OfflinePipeline(load_rules())
     began = time.perf_counter()
     alerts = 0
-    for patient_id, raw in encoded:
-        sample = VitalSigns.model_validate_json(raw)
-        state = states.get(patient_id)
-        monitor = PatientMonitor.from_state(state) if state else PatientMonitor()  # type: ignore[arg-type]
-        alerts += len(monitor.on_vitals(sample, rules))
-        states[patient_id] = json.loads(json.dumps(monitor.to_state()))
+    for topic, raw in encoded:
+        alerts += len(pipeline.feed(topic, MODELS[topic].model_validate_json(raw)))
     elapsed = time.perf_counter() - began
-    state_bytes = sum(len(json.dumps(s)) for s in states.values()) / len(states)
+    states = [json.dumps(p.to_state()) for p in pipeline.patients.values()]
     return {
-        "samples": len(encoded),
-        "samples_per_s": len(encoded) / elapsed,
+        "records": len(encoded),
+        "records_per_s": len(encoded) / elapsed,
         "alert_events": alerts,
-        "state_json_bytes_per_bed": state_bytes,
+        "state_json_bytes_per_bed": sum(map(len, states)) / len(states),
     }
 
 
