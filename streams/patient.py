@@ -113,6 +113,7 @@ _ROUTES: dict[Quantity, tuple[str, ...]] = {
 """Which groups read each quantity (a measurement goes only to them)."""
 
 _TECHNICAL = frozenset(name for name, spec in FEATURES.items() if spec.organ == "technical")
+_ARTEFACT_SOURCES = frozenset({"vitals", "nirs"})
 _DATA_AGES = frozenset(name for name in _TECHNICAL if name.endswith("_data_age_s"))
 """"No data" features: evaluated only on ticks, against the sources' own progress."""
 _SCORE_FEATURES = frozenset(name for name, spec in FEATURES.items() if spec.organ == "scores")
@@ -123,7 +124,7 @@ def _feature_sources() -> dict[str, frozenset[str]]:
     by_prefix: tuple[tuple[str, tuple[str, ...]], ...] = (
         ("lactate_", ("labs",)),
         ("creatinine_", ("labs",)),
-        ("kdigo_creatinine", ("labs", "crrt")),
+        ("kdigo_creatinine", ("labs",)),
         ("kdigo_stage", ("labs", "context", "crrt")),
         ("urine_output", ("context",)),
         ("kdigo_urine", ("context",)),
@@ -347,7 +348,8 @@ class PatientState:
                 )
             drafts += engine.evaluate(source_clock, features, rules, context, own)
         if mixed:
-            features = self._compute(self.clock, {source})
+            if not (own and source_clock == self.clock):  # else the features just computed
+                features = self._compute(self.clock, {source})
             engine = self.engines["mixed"]
             if unknown:
                 drafts += engine.evaluate(
@@ -397,18 +399,17 @@ class PatientState:
         for name, group in self.groups.items():
             if wanted & _GROUP_SOURCES[name]:
                 self.cache.update(group.features(at, facts))
-        self.cache.update(self._technical(at))
+        for source in _ARTEFACT_SOURCES & wanted:
+            fraction = self.sources[source].artefact_fraction(at)
+            self.cache[f"{source}_artefact_fraction_5min"] = fraction
         if (
             self.scores_at is None
             or at - self.scores_at >= SCORES_EVERY_S
-            or wanted
-            & {
-                "labs",
-                "context",
-            }
+            or not wanted.isdisjoint(("labs", "context"))
         ):
             for group in self.groups.values():
                 self.cache.update(group.features(at, facts))
+            self.cache.update(self._technical(at))
             self.cache.update(self._scores(at))
             self.scores_at = at
         return dict(self.cache)
@@ -518,7 +519,9 @@ class PatientState:
 
     def snapshot(self, at: float) -> FeatureSnapshot:
         """The features topic message as of event time ``at``; marks it published."""
-        features = self._compute(at, SOURCES)
+        self._compute(at, SOURCES)
+        self.cache.update(self._technical(at))
+        features = dict(self.cache)
         self.published_at, self.published = at, dict(features)
         ages = self._ages(at)
         values = {

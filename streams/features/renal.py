@@ -339,7 +339,9 @@ class RenalFeatures:
     def features(self, at_s: float, facts: PatientFacts) -> Features:
         flow_at = self.blood_flow_last_positive_s
         rrt_started = flow_at is not None and at_s - flow_at <= RRT_LOOKBACK_S
-        baseline, creatinine_stage = self._creatinine(at_s, rrt_started)
+        # The creatinine stage is the creatinine criteria only (creatinine on CRRT says
+        # little); "RRT started" makes stage 3 in the overall ``kdigo_stage``.
+        baseline, creatinine_stage = self._creatinine(at_s, False)
         urine = self._urine_output(at_s, facts.weight_kg)
         urine_24h = urine["urine_output_24h_ml"]
         urine_stage = urine["kdigo_urine_output_stage"]
@@ -354,9 +356,9 @@ class RenalFeatures:
             "creatinine_baseline_mg_dl": baseline,
             "kdigo_creatinine_stage": creatinine_stage,
             **urine,
-            "kdigo_stage": kdigo_stage(
-                creatinine_stage, None if urine_stage is None else int(urine_stage)
-            ),
+            "kdigo_stage": 3
+            if rrt_started
+            else kdigo_stage(creatinine_stage, None if urine_stage is None else int(urine_stage)),
             "furosemide_stress_urine_2h_ml": stress_urine,
             "furosemide_stress_nonresponse": stress_nonresponse,
             "crrt_liberation_signal": liberation,

@@ -368,14 +368,16 @@ def test_creatinine_stage_and_baseline_match_kdigo_functions_with_late_results()
 
 
 def test_crrt_blood_flow_in_the_last_24_h_is_rrt_started_stage_3() -> None:
+    """RRT makes the overall KDIGO stage 3; the creatinine criteria stay as they are."""
     group = RenalFeatures()
     _creatinine(group, [(0, 1.0), (10, 1.1)])
-    assert group.features(T0 + 10 * H, NO_FACTS)["kdigo_creatinine_stage"] == 0
+    assert group.features(T0 + 10 * H, NO_FACTS)["kdigo_stage"] == 0
     group.observe(Quantity.CRRT_BLOOD_FLOW, T0 + 11 * H, 0.0)  # primed, not running
-    assert group.features(T0 + 11 * H, NO_FACTS)["kdigo_creatinine_stage"] == 0
+    assert group.features(T0 + 11 * H, NO_FACTS)["kdigo_stage"] == 0
     group.observe(Quantity.CRRT_BLOOD_FLOW, T0 + 12 * H, 150.0)
-    assert group.features(T0 + 12 * H, NO_FACTS)["kdigo_creatinine_stage"] == 3
-    assert group.features(T0 + 36 * H, NO_FACTS)["kdigo_creatinine_stage"] == 3
+    running = group.features(T0 + 12 * H, NO_FACTS)
+    assert (running["kdigo_stage"], running["kdigo_creatinine_stage"]) == (3, 0)
+    assert group.features(T0 + 36 * H, NO_FACTS)["kdigo_stage"] == 3
     later = group.features(T0 + 36.01 * H, NO_FACTS)
     assert later["kdigo_creatinine_stage"] == 0
 

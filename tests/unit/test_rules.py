@@ -153,8 +153,8 @@ def test_cuff_rule_fires_only_without_a_recent_arterial_line() -> None:
 def test_default_reannounce_intervals_follow_priority() -> None:
     rules = load_rules()
     rule = rules.get("perfusion.map_low")
-    assert rules.reannounce_s(rule, AlertPriority.MEDIUM) == 600
-    assert rules.reannounce_s(rule, AlertPriority.HIGH) == 120
+    assert rules.reannounce_s(rule, AlertPriority.MEDIUM) == 1800
+    assert rules.reannounce_s(rule, AlertPriority.HIGH) == 300
     assert rules.reannounce_s(rule, AlertPriority.LOW) == 0
 
 
