@@ -17,10 +17,11 @@ groups, ``streams.alarm``); this module only wires them to Kafka.
   After a crash, records after the committed offset are delivered again; the
   state remembers the last offset applied per partition and skips them.
   Alert ids are deterministic, so a repeat of an alert has the same id.
-- **Ticks.** Per partition, the latest event time of each frequent source is a
-  watermark; once every source has passed the next 5-s grid time, every patient
-  seen on the partition is ticked there (``streams.offline.tick_time``), so "no
-  data" alarms fire for a silent patient, identically at any replay speed.
+- **Event-time merge and ticks.** Per partition, vitals, NIRS and CRRT records are
+  merged in event time (``streams.merge``): a source with unread records is waited
+  for, a caught-up silent one is not. Between records every patient of the
+  partition is ticked on a 5-s grid, so "no data" alarms fire for a silent patient,
+  and the alerts are the same whatever the pace each topic is read at.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ from schemas.observations import CrrtStatus, LabResults, NirsSample, Observation
 from schemas.topics import TopicRegistry
 from streams import metrics
 from streams.alarm import AlertDraft
-from streams.offline import tick_time
+from streams.merge import PartitionMerge
 from streams.patient import FREQUENT_SOURCES, PatientState
 from streams.rules import RuleSet
 
@@ -152,14 +153,12 @@ def create_app(config: WorkerConfig, clock: Clock = _wall_clock) -> faust.App:
     )
 
     live: dict[str, _Live] = {}
-    watermarks: dict[int, dict[str, float]] = {}  # partition -> source -> latest time
-    ticked: dict[int, float] = {}
+    merges: dict[int, PartitionMerge] = {}  # partition -> event-time merge of its sources
 
     async def _drop_live(_sender: Any, /, *_args: Any, signal: Any, **_kwargs: Any) -> None:
         # A partition may have moved: forget held records (the next owner re-reads them)
         live.clear()
-        watermarks.clear()
-        ticked.clear()
+        merges.clear()
 
     app.on_partitions_revoked.connect(_drop_live)
     app.on_partitions_assigned.connect(_drop_live)
@@ -192,34 +191,35 @@ def create_app(config: WorkerConfig, clock: Clock = _wall_clock) -> faust.App:
             entry = live[patient_id] = _Live(state, partition, saved_clock=state.clock)
         return entry
 
-    def apply(event: Any, source: str) -> tuple[_Live | None, list[AlertDraft]]:
-        """Decode and apply one record; (patient entry, alert drafts). Raises on bad input."""
+    def decode(event: Any, source: str) -> Any:
+        """The record's payload; raises on bad input or a key that is not its patient id."""
         raw = event.value or b""
         model = INPUTS[source]
         if source == "context":
-            context_event = ContextEvent.model_validate_json(raw).root
-            patient_id = context_event.patient_id
+            payload: Any = ContextEvent.model_validate_json(raw).root
         elif source == "alerts.ack":
-            ack = AlertAck.model_validate_json(raw)
-            patient_id = ack.patient_id
+            payload = AlertAck.model_validate_json(raw)
         else:
             assert model is not None
-            message = model.model_validate_json(raw)
-            patient_id = message.patient_id
-        if event.key != patient_id.encode():
+            payload = model.model_validate_json(raw)
+        if event.key != payload.patient_id.encode():
             raise KeyMismatchError("Kafka key must be the patient id")
-        entry = patient_of(patient_id, event.message.partition)
+        return payload
+
+    def apply_decoded(event: Any, source: str, payload: Any) -> tuple[_Live, list[AlertDraft]]:
+        """Apply one decoded record to its patient; (patient entry, alert drafts)."""
+        entry = patient_of(payload.patient_id, event.message.partition)
         state = entry.state
         position = f"{event.message.topic}:{event.message.partition}"
         if state.seen(position, event.message.offset):
             return entry, []  # re-delivered after a restart: already in the state
         late_before = state.late_samples
         if source == "context":
-            drafts = state.apply_context(context_event, config.rules)
+            drafts = state.apply_context(payload, config.rules)
         elif source == "alerts.ack":
-            drafts = state.acknowledge(ack, config.rules)
+            drafts = state.acknowledge(payload, config.rules)
         else:
-            drafts = state.apply_observations(source, message, config.rules)
+            drafts = state.apply_observations(source, payload, config.rules)
         state.remember(position, event.message.offset)
         if state.late_samples != late_before:
             metrics.SAMPLES_LATE.labels(source).inc(state.late_samples - late_before)
@@ -259,34 +259,52 @@ def create_app(config: WorkerConfig, clock: Clock = _wall_clock) -> faust.App:
 
     consumed: dict[tuple[str, int], int] = {}  # (topic, partition) -> last offset taken
 
-    def backlog(partition: int) -> frozenset[str]:
-        """Frequent sources of ``partition`` with records not consumed yet."""
-        waiting = set()
-        for source in FREQUENT_SOURCES:
+    def caught_up(partition: int) -> Callable[[str], bool]:
+        """Whether a frequent source of ``partition`` has no record left to read."""
+
+        def check(source: str) -> bool:
             topic = topics.name(source)
             try:
                 highwater = app.consumer.highwater(TP(topic, partition))
             except Exception:  # no fetch yet: unknown, so wait for it
-                highwater = None
-            if highwater is None or consumed.get((topic, partition), -1) + 1 < highwater:
-                waiting.add(source)
-        return frozenset(waiting)
+                return False
+            return highwater is not None and consumed.get((topic, partition), -1) + 1 >= highwater
 
-    def tick_partitions(touched: dict[str, _Live]) -> list[AlertDraft]:
+        return check
+
+    def release(
+        partition: int, touched: dict[str, _Live], failed: list[tuple[Any, str, Exception]]
+    ) -> list[AlertDraft]:
+        """Apply what the partition's merge lets go, in event time, with its ticks."""
         drafts: list[AlertDraft] = []
-        for partition, by_source in watermarks.items():
-            at = tick_time(by_source, ticked.get(partition), backlog(partition))
-            if at is None:
+        merge = merges.get(partition)
+        if merge is None:
+            return drafts
+        for kind, at, item in merge.release(caught_up(partition)):
+            if kind == "tick":
+                for patient_id, entry in live.items():
+                    if entry.partition == partition:
+                        found = entry.state.tick(at, config.rules)
+                        if found:
+                            drafts += found
+                            touched[patient_id] = entry
                 continue
-            ticked[partition] = at
-            for patient_id, entry in live.items():
-                if entry.partition != partition:
-                    continue
-                found = entry.state.tick(at, config.rules)
-                if found:
-                    drafts += found
-                    touched[patient_id] = entry
+            event, message = item
+            try:
+                entry, found = apply_decoded(event, kind, message)
+            except Exception as exc:  # one bad record must never stop the unit's monitoring
+                failed.append((event, kind, exc))
+                continue
+            hold(event, entry, touched)
+            drafts += found
         return drafts
+
+    def hold(event: Any, entry: _Live, touched: dict[str, _Live]) -> None:
+        """Keep the record un-acknowledged until the state that contains it is written."""
+        event.message.incref()
+        entry.held.append(event)
+        touched[entry.state.patient_id] = entry
+        busy.add(entry.state.patient_id)
 
     def save(entries: dict[str, _Live], alerted: set[str], force: bool = False) -> None:
         for patient_id, entry in entries.items():
@@ -330,12 +348,20 @@ def create_app(config: WorkerConfig, clock: Clock = _wall_clock) -> faust.App:
             touched: dict[str, _Live] = {}
             drafts: list[AlertDraft] = []
             busy.clear()
+            partitions: set[int] = set()
             for event in batch:
-                source = source_of.get(event.message.topic, "unknown")
-                consumed[(event.message.topic, event.message.partition)] = event.message.offset
+                message = event.message
+                source = source_of.get(message.topic, "unknown")
+                consumed[(message.topic, message.partition)] = message.offset
                 metrics.SAMPLES_IN.labels(source).inc()
                 try:
-                    entry, found = apply(event, source)
+                    payload = decode(event, source)
+                    if source in FREQUENT_SOURCES:  # merged in event time, applied below
+                        merge = merges.setdefault(message.partition, PartitionMerge())
+                        merge.add(source, payload.observed_at.timestamp(), (event, payload))
+                        partitions.add(message.partition)
+                        continue
+                    entry, found = apply_decoded(event, source, payload)
                 except (ValidationError, ValueError, KeyMismatchError) as exc:
                     reason = (
                         "key_mismatch" if isinstance(exc, KeyMismatchError) else f"invalid_{source}"
@@ -346,25 +372,20 @@ def create_app(config: WorkerConfig, clock: Clock = _wall_clock) -> faust.App:
                     log.exception(
                         "%s record %s[%d]@%d failed; dead-lettered",
                         source,
-                        event.message.topic,
-                        event.message.partition,
-                        event.message.offset,
+                        message.topic,
+                        message.partition,
+                        message.offset,
                     )
                     await dead_letter(event, source, "processing_error", repr(exc))
                     continue
-                if entry is None:
-                    continue
-                # held until the state that contains it is written (see save())
-                event.message.incref()
-                entry.held.append(event)
-                touched[entry.state.patient_id] = entry
-                busy.add(entry.state.patient_id)
+                hold(event, entry, touched)
                 drafts += found
-                last = entry.state.sources[source].last_at if source in FREQUENT_SOURCES else None
-                if last is not None:
-                    by_source = watermarks.setdefault(entry.partition, {})
-                    by_source[source] = max(by_source.get(source, last), last)
-            drafts += tick_partitions(touched)
+            failed: list[tuple[Any, str, Exception]] = []
+            for partition in sorted(merges):
+                drafts += release(partition, touched, failed)
+            for bad_event, bad_source, error in failed:
+                log.error("%s record failed; dead-lettered: %r", bad_source, error)
+                await dead_letter(bad_event, bad_source, "processing_error", repr(error))
             # Alerts first, acknowledged by Kafka, then the state that remembers them: a
             # crash in between re-emits the alert (same event id) instead of losing it.
             await publish_alerts(drafts)

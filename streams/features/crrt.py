@@ -76,6 +76,11 @@ def integral_between(integral: StepIntegral, start_s: float, at_s: float) -> flo
     return total
 
 
+CIRCUIT_CHANGE_S = 300.0
+"""A blood pump stopped this long is taken as a circuit change: pressure trends restart
+(the circuit can clot within about 5 min of stopping, CLINICAL.md "CRRT circuit")."""
+
+
 class CrrtCircuitFeatures:
     """CRRT circuit features from the machine's status messages.
 
@@ -156,13 +161,17 @@ class CrrtCircuitFeatures:
             self._blood_flow(at_s, value)
         elif quantity is Quantity.CRRT_EFFLUENT_RATE:
             self._integrate(at_s)
-        elif quantity in _PRESSURES:
+        elif quantity in _PRESSURES and self.stopped_since_s is None:
+            # Pressures of a stopped circuit (about 0) are no filter trend: left out.
             name = _PRESSURES[quantity]
             self.trends[name].add(at_s, value)
             self.trend_count[name] += 1
 
     def _blood_flow(self, at_s: float, flow: float) -> None:
         if flow > 0:
+            if self.stopped_since_s is not None and at_s - self.stopped_since_s >= CIRCUIT_CHANGE_S:
+                # stopped long enough for a new circuit: the old filter's trend is over
+                self.trends = {name: MinuteBuckets(60) for name in _PRESSURES.values()}
             if self.last_running_s is None or at_s - self.last_running_s >= EPISODE_GAP_S:
                 self.therapy_start_s = at_s
                 self.effluent = StepIntegral(horizon_h=25, max_hold_s=INTEGRAL_MAX_HOLD_S)

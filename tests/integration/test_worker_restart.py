@@ -1,6 +1,8 @@
 """A worker killed with SIGKILL mid-episode is replaced by one on an empty disk: it
 recovers the patient state from the table's changelog, so the alert that started
-before the kill ends after it, and is never raised a second time."""
+before the kill ends after it, and is never raised a second time; and the run yields
+every alert event of an uninterrupted run (the worker's pipeline without Kafka), any
+repeat with the same event id and content."""
 
 from __future__ import annotations
 
@@ -13,6 +15,8 @@ from kafka import KafkaProducer
 
 from schemas.alerts import AlertEvent, AlertPhase
 from services.simulator import HypotensionEpisode, SimulationConfig, patient_id_of, simulate
+from streams.offline import OfflinePipeline
+from streams.rules import load_rules
 from tests.support.stack import Stack, unique_prefix, wait_for
 
 CONFIG = SimulationConfig(
@@ -35,6 +39,21 @@ def publish(stack: Stack, batches: list[list[bytes]], keys: list[list[bytes]]) -
 
 
 MAP_RULE = "perfusion.map_low"
+WALL_CLOCK_FIELDS = {"raised_at", "trigger_received_at"}
+
+
+def all_alerts(stack: Stack) -> list[AlertEvent]:
+    return [AlertEvent.model_validate_json(v) for v in stack.read_all("alerts", idle_s=2)]
+
+
+def expected_events() -> set[str]:
+    pipeline = OfflinePipeline(load_rules())
+    return {
+        d.event_id
+        for _t, batch in simulate(CONFIG)
+        for s in batch
+        for d in pipeline.feed("vitals", s)
+    }
 
 
 def alerts(stack: Stack) -> list[AlertEvent]:
@@ -72,6 +91,12 @@ def test_sigkilled_worker_recovers_its_state_and_ends_the_alert_it_started(
             "the MAP alert to end",
         )
         after = alerts(stack)
+        wait_for(
+            lambda: len({e.event_id for e in all_alerts(stack)}) >= len(expected_events()),
+            60,
+            "every alert event of the uninterrupted run",
+        )
+        everything = all_alerts(stack)
     finally:
         stack.stop_all()
 
@@ -80,3 +105,15 @@ def test_sigkilled_worker_recovers_its_state_and_ends_the_alert_it_started(
         (AlertPhase.START, before[0].alert_id),
         (AlertPhase.END, before[0].alert_id),
     ]
+    # every rule, not only MAP: the same events as an uninterrupted run
+    pipeline = OfflinePipeline(load_rules())
+    uninterrupted = {
+        d.event_id: d.to_event(raised_at=CONFIG.start).model_dump(exclude=WALL_CLOCK_FIELDS)
+        for _t, batch in seconds
+        for sample in batch
+        for d in pipeline.feed("vitals", sample)
+    }
+    assert uninterrupted, "the episode raises alerts"
+    for event in everything:
+        assert event.model_dump(exclude=WALL_CLOCK_FIELDS) == uninterrupted[event.event_id]
+    assert {e.event_id for e in everything} == set(uninterrupted)

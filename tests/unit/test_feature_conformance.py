@@ -729,5 +729,7 @@ def test_state_does_not_grow_with_time(name: str) -> None:
         play(group, stream, part, checkpoints(done - 1, end - 1))
         sizes[hours] = len(json_state(group))
         done = end
-    growth = sizes[6] - sizes[2]
+    # windows fill within the first hours (and may empty, e.g. a new CRRT circuit):
+    # the state at 6 h is no bigger than the largest of hours 1-3, plus a margin
+    growth = sizes[6] - max(sizes[h] for h in (1, 2, 3))
     assert growth < STATE_GROWTH_MARGIN, f"{name}: JSON state bytes by hour {sizes}"
