@@ -648,8 +648,20 @@ def _rules_for(rules: RuleSet, source: str) -> tuple[frozenset[str], frozenset[s
     return found[1], found[2]
 
 
+_WATCHDOG: dict[int, tuple[RuleSet, frozenset[str]]] = {}
+
+
 def _watchdog_rules(rules: RuleSet) -> frozenset[str]:
-    return frozenset(r.id for r in rules.enabled if any(f in _DATA_AGES for f in r.feature_names))
+    """Ids of the "no data" rules (evaluated on ticks only)."""
+    cached = _WATCHDOG.get(id(rules))
+    if cached is None:
+        found = frozenset(
+            r.id for r in rules.enabled if any(f in _DATA_AGES for f in r.feature_names)
+        )
+        if len(_WATCHDOG) > 64:
+            _WATCHDOG.clear()
+        cached = _WATCHDOG[id(rules)] = (rules, found)  # holding the rule set keeps its id
+    return cached[1]
 
 
 def _int_or_none(value: float | None) -> int | None:
