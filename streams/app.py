@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -66,9 +67,9 @@ SNAPSHOT_EVERY_S = 10.0
 """Write a patient's state when its event time moved this far since the last write."""
 SNAPSHOT_AFTER_BATCHES = 20
 """...or when it has waited this many batches (patients whose clock stands still)."""
-FLUSH_EVERY_S = 2.0
-"""Wall-clock period of writing the state of patients whose input has gone quiet (their
-records stay un-acknowledged until then). Affects only when offsets are committed."""
+FLUSH_EVERY_S = 15.0
+"""Wall-clock age after which the records a patient holds are written anyway (its input
+went quiet). Affects only when offsets are committed, never what is computed."""
 FEATURES_EVERY_S = 60.0
 """Publish a patient's features at least once a minute of event time..."""
 FEATURES_MIN_EVERY_S = 10.0
@@ -102,6 +103,8 @@ class _Live:
     held: list[Any] = field(default_factory=list)
     saved_clock: float | None = None
     dirty_batches: int = 0
+    anchor: Any = None  # the patient's latest record: names its partition to the store
+    dirty_since: float | None = None  # monotonic time of the first record held
 
 
 def create_app(config: WorkerConfig, clock: Clock = _wall_clock) -> faust.App:
@@ -295,14 +298,22 @@ def create_app(config: WorkerConfig, clock: Clock = _wall_clock) -> faust.App:
             except Exception as exc:  # one bad record must never stop the unit's monitoring
                 failed.append((event, kind, exc))
                 continue
-            hold(event, entry, touched)
+            hold(event, entry, touched, merged=True)
             drafts += found
         return drafts
 
-    def hold(event: Any, entry: _Live, touched: dict[str, _Live]) -> None:
-        """Keep the record un-acknowledged until the state that contains it is written."""
-        event.message.incref()
+    def hold(event: Any, entry: _Live, touched: dict[str, _Live], *, merged: bool = False) -> None:
+        """Keep the record un-acknowledged until the state that contains it is written.
+
+        ``merged``: the record already holds a reference from the merge queue, which
+        passes to the patient.
+        """
+        if not merged:
+            event.message.incref()
         entry.held.append(event)
+        entry.anchor = event
+        if entry.dirty_since is None:
+            entry.dirty_since = time.monotonic()
         touched[entry.state.patient_id] = entry
         busy.add(entry.state.patient_id)
 
@@ -324,11 +335,17 @@ def create_app(config: WorkerConfig, clock: Clock = _wall_clock) -> faust.App:
             ):
                 continue
             # faust's RocksDB store files the key under the *current event's* partition;
-            # inside a batch that is whichever record came last, so name this patient's.
-            if entry.held:
-                _current_event.set(weakref.ref(entry.held[-1]))
-            table[patient_id] = state.to_state()
-            entry.saved_clock, entry.dirty_batches = state.clock, 0
+            # inside a batch that is whichever record came last, so name this patient's
+            # (its latest record, kept alive by the entry: the store holds a weak ref).
+            if entry.anchor is None:
+                continue  # nothing of this patient read by this process: nothing to write
+            _current_event.set(weakref.ref(entry.anchor))
+            try:
+                table[patient_id] = state.to_state()
+            except Exception:  # keep its records un-acknowledged: they are read again
+                log.exception("state of one patient not written; its records stay pending")
+                continue
+            entry.saved_clock, entry.dirty_batches, entry.dirty_since = state.clock, 0, None
             held, entry.held = entry.held, []
             for held_event in held:
                 held_event.ack()
@@ -337,8 +354,20 @@ def create_app(config: WorkerConfig, clock: Clock = _wall_clock) -> faust.App:
 
     @app.timer(interval=FLUSH_EVERY_S)  # type: ignore[untyped-decorator]
     async def flush_idle() -> None:
-        """Write the state of patients whose records wait, once input has gone quiet."""
-        waiting = {p: e for p, e in live.items() if e.held and p not in busy}
+        """Write the state of patients whose records have waited ``FLUSH_EVERY_S`` or more.
+
+        Patients with a steady stream are written by the agent every 10 s of their
+        event time; this catches those whose input went quiet, so their offsets move.
+        """
+        now = time.monotonic()
+        waiting = {
+            p: e
+            for p, e in live.items()
+            if e.held
+            and p not in busy
+            and e.dirty_since is not None
+            and now - e.dirty_since >= FLUSH_EVERY_S
+        }
         if waiting:
             save(waiting, set(), force=True)
 
@@ -358,6 +387,8 @@ def create_app(config: WorkerConfig, clock: Clock = _wall_clock) -> faust.App:
                     payload = decode(event, source)
                     if source in FREQUENT_SOURCES:  # merged in event time, applied below
                         merge = merges.setdefault(message.partition, PartitionMerge())
+                        # un-acknowledged while queued: a crash then re-reads it, not loses it
+                        message.incref()
                         merge.add(source, payload.observed_at.timestamp(), (event, payload))
                         partitions.add(message.partition)
                         continue
@@ -386,6 +417,7 @@ def create_app(config: WorkerConfig, clock: Clock = _wall_clock) -> faust.App:
             for bad_event, bad_source, error in failed:
                 log.error("%s record failed; dead-lettered: %r", bad_source, error)
                 await dead_letter(bad_event, bad_source, "processing_error", repr(error))
+                bad_event.ack()  # the merge queue's reference
             # Alerts first, acknowledged by Kafka, then the state that remembers them: a
             # crash in between re-emits the alert (same event id) instead of losing it.
             await publish_alerts(drafts)
