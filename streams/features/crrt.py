@@ -47,35 +47,6 @@ _LATEST = (
 )
 
 
-def integral_between(integral: StepIntegral, start_s: float, at_s: float) -> float:
-    """``integral``'s total over ``(start_s, at_s]`` without advancing it (read-only).
-
-    Same hourly resolution as ``StepIntegral.total`` (a partial first hour is
-    pro-rated), plus the not yet integrated part of the current step, so calling
-    it never changes the object (restored and uninterrupted groups stay equal).
-
-    >>> i = StepIntegral(horizon_h=25, max_hold_s=300)
-    >>> i.set(0.0, 1200.0)  # 1200 mL/h, then silence: held 5 min only
-    >>> integral_between(i, -1.0, 3600.0)
-    100.0
-    """
-    total = 0.0
-    for hour, amount in integral.hours.items():
-        lo, hi = hour * HOUR_S, (hour + 1) * HOUR_S
-        if hi <= start_s or lo > at_s:
-            continue
-        if lo < start_s:
-            amount *= (hi - start_s) / HOUR_S
-        total += amount
-    if integral.rate_per_h is not None and integral.since is not None:
-        done = integral.integrated_to if integral.integrated_to is not None else integral.since
-        begin = max(done, start_s)
-        end = min(at_s, integral.since + integral.max_hold_s)
-        if end > begin:
-            total += integral.rate_per_h * (end - begin) / HOUR_S
-    return total
-
-
 CIRCUIT_CHANGE_S = 300.0
 """A blood pump stopped this long is taken as a circuit change: pressure trends restart
 (the circuit can clot within about 5 min of stopping, CLINICAL.md "CRRT circuit")."""
@@ -251,10 +222,10 @@ class CrrtCircuitFeatures:
         if self.therapy_start_s is not None and self.on_crrt(at_s):
             elapsed = at_s - self.therapy_start_s
             start = at_s - DOSE_WINDOW_S if elapsed > DOSE_WINDOW_S else -float("inf")
-            downtime = integral_between(self.downtime, start, at_s)
+            downtime = self.downtime.total(at_s, at_s - start)
             if weight is not None and elapsed >= DOSE_MIN_THERAPY_S:
                 hours = min(elapsed, DOSE_WINDOW_S) / HOUR_S
-                dose = integral_between(self.effluent, start, at_s) / hours / weight
+                dose = self.effluent.total(at_s, at_s - start) / hours / weight
         net_uf = self._fresh(Quantity.CRRT_NET_UF_RATE, at_s)
         pressures = {name: self._fresh(quantity, at_s) for quantity, name in _PRESSURES.items()}
         trends = {

@@ -80,7 +80,7 @@ NAMES = (
 )
 
 
-class StepSeries:
+class StepSeries(SparseSeries):
     """A step-held setting over time (an infusion rate), trimmed without losing the as-of value.
 
     Changes may arrive out of order. Entries older than ``horizon_s`` before the
@@ -95,22 +95,13 @@ class StepSeries:
     False
     """
 
-    def __init__(self, horizon_s: float) -> None:
-        self.horizon_s = float(horizon_s)
-        self.times: list[float] = []
-        self.values: list[float] = []
-
     def set(self, t: float, value: float) -> None:
-        i = bisect.bisect_left(self.times, t)
-        if i < len(self.times) and self.times[i] == t:
-            self.values[i] = value
-        else:
-            self.times.insert(i, t)
-            self.values.insert(i, value)
-        keep_from = bisect.bisect_right(self.times, self.times[-1] - self.horizon_s) - 1
-        if keep_from > 0:
-            del self.times[:keep_from]
-            del self.values[:keep_from]
+        """The setting changed to ``value`` at ``t`` (out-of-order changes placed by time)."""
+        self.insert(t, value)
+
+    def _first_kept(self, horizon: float) -> int:
+        # keep the last change at or before the horizon: it is still in force after it
+        return bisect.bisect_right(self.times, horizon) - 1
 
     def positive_between(self, start: float, end: float) -> bool:
         """Whether the setting was > 0 at some time in ``(start, end]``."""
@@ -119,16 +110,6 @@ class StepSeries:
             return True
         j = bisect.bisect_right(self.times, end)
         return any(v > 0 for v in self.values[i:j])
-
-    def to_state(self) -> dict[str, Any]:
-        return {"h": self.horizon_s, "t": self.times, "v": self.values}
-
-    @classmethod
-    def from_state(cls, state: dict[str, Any]) -> StepSeries:
-        series = cls(state["h"])
-        series.times = [float(t) for t in state["t"]]
-        series.values = [float(v) for v in state["v"]]
-        return series
 
 
 def urine_between(volumes: HourlyVolumes, start: float, end: float) -> float | None:

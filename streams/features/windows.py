@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import bisect
 import math
-from typing import Any
+from typing import Any, Self
 
 HOUR_S = 3600.0
 DAY_S = 86400.0
@@ -54,11 +54,14 @@ class SparseSeries:
         else:
             self.times.insert(i, t)
             self.values.insert(i, value)
-        horizon = self.times[-1] - self.horizon_s
-        drop = bisect.bisect_left(self.times, horizon)
-        if drop:
+        drop = self._first_kept(self.times[-1] - self.horizon_s)
+        if drop > 0:
             del self.times[:drop]
             del self.values[:drop]
+
+    def _first_kept(self, horizon: float) -> int:
+        """Index of the oldest observation kept when trimming to ``horizon``."""
+        return bisect.bisect_left(self.times, horizon)
 
     def as_of(self, at: float) -> tuple[float, float] | None:
         """The newest (time, value) observed at or before ``at``."""
@@ -97,7 +100,7 @@ class SparseSeries:
         return {"h": self.horizon_s, "t": self.times, "v": self.values}
 
     @classmethod
-    def from_state(cls, state: dict[str, Any]) -> SparseSeries:
+    def from_state(cls, state: dict[str, Any]) -> Self:
         series = cls(state["h"])
         series.times = [float(t) for t in state["t"]]
         series.values = [float(v) for v in state["v"]]
@@ -263,8 +266,11 @@ class StepIntegral:
             del self.hours[hour]
 
     def total(self, at: float, window_s: float) -> float:
-        """Integral over ``(at - window_s, at]`` at hourly resolution (partial first hour)."""
-        self._advance(at)
+        """Integral over ``(at - window_s, at]`` (hourly buckets, partial first hour).
+
+        Read-only: the rate still being held is added for the call, not stored, so
+        asking never changes the object (a restored copy stays equal to the original).
+        """
         start = at - window_s
         total = 0.0
         for hour, amount in self.hours.items():
@@ -274,6 +280,12 @@ class StepIntegral:
             if lo < start:
                 amount *= (hi - start) / HOUR_S
             total += amount
+        if self.rate_per_h is not None and self.since is not None:
+            done = self.integrated_to if self.integrated_to is not None else self.since
+            begin = max(done, start)
+            end = min(at, self.since + self.max_hold_s)
+            if end > begin:
+                total += self.rate_per_h * (end - begin) / HOUR_S
         return total
 
     def to_state(self) -> dict[str, Any]:
