@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: setup run test lint typecheck unit kafka-fetch kafka-start kafka-stop kafka-status topics schemas clean
+.PHONY: setup browser run test lint typecheck unit kafka-fetch kafka-start kafka-stop kafka-status topics schemas clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Vigil needs Python >= 3.11, found " + sys.version' 
@@ -19,8 +19,14 @@ setup: $(STAMP) kafka-fetch
 run: setup
 	$(BIN)/vigil run
 
+## Debian's chromium for the Playwright browser tests (no browser download).
+browser:
+	@command -v chromium >/dev/null || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium >/dev/null; }
+
 ## Lint, type-check, unit and integration tests against a real broker the test session starts and stops.
-test: setup lint typecheck
+test: setup browser lint typecheck
 	$(BIN)/pytest
 
 lint: $(STAMP)
