@@ -1,0 +1,1 @@
+"""Online risk models: features from snapshot series, learners, delayed labels, metrics."""
