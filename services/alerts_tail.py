@@ -3,12 +3,68 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 
 from pydantic import ValidationError
 
-from schemas.alerts import AlertEvent
+from schemas.alerts import AlertEvent, AlertPriority
 from services.kafka_io import topic_consumer
+
+PRIORITY_RANK = {AlertPriority.LOW: 0, AlertPriority.MEDIUM: 1, AlertPriority.HIGH: 2}
+
+
+@dataclass(frozen=True)
+class AlertFilter:
+    """Which alert events a remote centre wants: its sites, its units, a minimum priority.
+
+    Empty sets mean "any"; names compare case-insensitively; an event without a site
+    (or unit) never matches a site (unit) filter. ``min_priority`` keeps that priority
+    and above (``medium`` keeps medium and high).
+
+    >>> from datetime import UTC, datetime
+    >>> t = datetime(2026, 1, 1, tzinfo=UTC)
+    >>> a = AlertEvent(event_id="e", alert_id="a", sequence=0, patient_id="p1", site="North",
+    ...     care_unit="ICU1", phase="start", priority="medium", rule_id="r", rule_version=1,
+    ...     title="t", values={}, thresholds={}, condition_since=t, triggered_at=t,
+    ...     raised_at=t, explanation=(), source="s")
+    >>> AlertFilter.of(sites=["north"], min_priority="medium").matches(a)
+    True
+    >>> AlertFilter.of(units=["ICU2"]).matches(a), AlertFilter.of(min_priority="high").matches(a)
+    (False, False)
+    """
+
+    sites: frozenset[str] = frozenset()
+    units: frozenset[str] = frozenset()
+    min_priority: AlertPriority | None = None
+
+    @classmethod
+    def of(
+        cls,
+        *,
+        sites: Iterable[str] = (),
+        units: Iterable[str] = (),
+        min_priority: AlertPriority | str | None = None,
+    ) -> AlertFilter:
+        return cls(
+            frozenset(s.casefold() for s in sites),
+            frozenset(u.casefold() for u in units),
+            None if min_priority is None else AlertPriority(min_priority),
+        )
+
+    @property
+    def is_empty(self) -> bool:
+        return not self.sites and not self.units and self.min_priority is None
+
+    def matches(self, alert: AlertEvent) -> bool:
+        """Whether ``alert`` passes every filter given."""
+        if self.sites and (alert.site is None or alert.site.casefold() not in self.sites):
+            return False
+        if self.units and (alert.care_unit is None or alert.care_unit.casefold() not in self.units):
+            return False
+        return self.min_priority is None or (
+            PRIORITY_RANK[alert.priority] >= PRIORITY_RANK[self.min_priority]
+        )
 
 
 def format_alert(alert: AlertEvent) -> str:
@@ -49,11 +105,14 @@ def tail_alerts(
     timeout_s: float | None,
     group_id: str | None = None,
     should_stop: Callable[[], bool] = lambda: False,
+    alert_filter: AlertFilter | None = None,
 ) -> Iterator[AlertEvent | bytes]:
-    """Yield alert events (or the raw bytes of a record that is not one).
+    """Yield alert events that pass ``alert_filter`` (and the raw bytes of any record
+    that is not an alert event: never hidden by a filter).
 
-    Stops after ``max_events``, after ``timeout_s`` seconds without a new event, or
-    when ``should_stop()`` is true.
+    Stops after ``max_events`` yielded, after ``timeout_s`` seconds without a new
+    yielded item, or when ``should_stop()`` is true. With a ``group_id`` the group's
+    committed position is used and advanced (filtered-out events included).
     """
     consumer = topic_consumer(
         bootstrap_servers, topic, from_beginning=from_beginning, group_id=group_id
@@ -75,12 +134,18 @@ def tail_alerts(
                 last_event = time.monotonic()
             for records in batches.values():
                 for record in records:
+                    raw = bytes(record.value or b"")
+                    try:
+                        alert = AlertEvent.model_validate_json(raw)
+                    except ValidationError:
+                        item: AlertEvent | bytes = raw
+                    else:
+                        if alert_filter is not None and not alert_filter.matches(alert):
+                            continue
+                        item = alert
                     last_event = time.monotonic()
                     seen += 1
-                    try:
-                        yield AlertEvent.model_validate_json(record.value)
-                    except ValidationError:
-                        yield bytes(record.value)
+                    yield item
                     if max_events is not None and seen >= max_events:
                         return
     finally:

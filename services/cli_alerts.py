@@ -21,16 +21,33 @@ def alerts_group() -> None:
 @click.option("--timeout", type=float, default=None, help="Stop after S seconds without events")
 @click.option("--from-beginning", is_flag=True, help="Read the topic from its start")
 @click.option("--group", default=None, help="Consumer group (remote centres: one per centre)")
+@click.option("--site", "sites", multiple=True, help="Only this site (repeatable)")
+@click.option("--unit", "units", multiple=True, help="Only this care unit (repeatable)")
+@click.option(
+    "--priority",
+    type=click.Choice(["low", "medium", "high"]),
+    default=None,
+    help="Minimum priority (medium: medium and high)",
+)
 def alerts_tail(
     as_json: bool,
     max_events: int | None,
     timeout: float | None,
     from_beginning: bool,
     group: str | None,
+    sites: tuple[str, ...],
+    units: tuple[str, ...],
+    priority: str | None,
 ) -> None:
-    """Print alert events as they are published."""
-    from services.alerts_tail import format_alert, tail_alerts
+    """Print alert events as they are published.
 
+    Remote telemetry centres: give your centre its own --group, so the position
+    survives restarts and several centres each get every event (docs/remote-centres.md).
+    Records that are not alert events are always shown, whatever the filters.
+    """
+    from services.alerts_tail import AlertFilter, format_alert, tail_alerts
+
+    alert_filter = AlertFilter.of(sites=sites, units=units, min_priority=priority)
     settings = load_settings()
     try:
         for item in tail_alerts(
@@ -40,6 +57,7 @@ def alerts_tail(
             max_events=max_events,
             timeout_s=timeout,
             group_id=group,
+            alert_filter=None if alert_filter.is_empty else alert_filter,
         ):
             if isinstance(item, AlertEvent):
                 click.echo(item.model_dump_json() if as_json else format_alert(item))

@@ -45,8 +45,9 @@ silenced). Priority: high/medium/low -> ``PH``/``PM``/``PL``; kind physiological
 'PV1||I|ICU1^^ICU1-02^NORTH'
 >>> lines[3].split("|")[3]
 '0^a-1^00000000000000A1^EUI-64'
->>> [line.split("|")[5] for line in lines[6:14]]
-['MAP below 65 mmHg', '150035^MDC_PRESS_BLD_ART_MEAN^MDC', 'start', 'active', 'enabled', 'PM', 'SP', '58']
+>>> [line.split("|")[5] for line in lines[6:14]]  # doctest: +NORMALIZE_WHITESPACE
+['MAP below 65 mmHg', '150035^MDC_PRESS_BLD_ART_MEAN^MDC', 'start', 'active', 'enabled',
+ 'PM', 'SP', '58']
 >>> lines[6].split("|")[3]
 '196670^MDC_EVT_LO^MDC'
 """
