@@ -1,0 +1,1 @@
+"""The ICU central-station web display (``vigil display``): see docs/display.md."""
