@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
+from kafka import KafkaConsumer, TopicPartition
+from kafka.errors import KafkaError
+from kafka.structs import OffsetAndMetadata
 from pydantic import ValidationError
 
 from schemas.alerts import AlertEvent, AlertPriority
-from services.kafka_io import topic_consumer
+
+log = logging.getLogger(__name__)
+_COMMIT_INTERVAL_S = 5.0
 
 PRIORITY_RANK = {AlertPriority.LOW: 0, AlertPriority.MEDIUM: 1, AlertPriority.HIGH: 2}
 
@@ -112,14 +118,36 @@ def tail_alerts(
 
     Stops after ``max_events`` yielded, after ``timeout_s`` seconds without a new
     yielded item, or when ``should_stop()`` is true. With a ``group_id`` the group's
-    committed position is used and advanced (filtered-out events included).
+    committed position is used, and advanced past exactly the records handled (yielded
+    or filtered out), every few seconds and at the end: a run stopped by ``--max``
+    leaves the rest of the fetched batch to the group's next run.
     """
-    consumer = topic_consumer(
-        bootstrap_servers, topic, from_beginning=from_beginning, group_id=group_id
+    consumer = KafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap_servers,
+        client_id="vigil-cli",
+        group_id=group_id,
+        auto_offset_reset="earliest" if from_beginning else "latest",
+        enable_auto_commit=False,
     )
+    handled: dict[TopicPartition, int] = {}
+    committed: dict[TopicPartition, int] = {}
+
+    def commit() -> None:
+        todo = {tp: o for tp, o in handled.items() if committed.get(tp) != o}
+        if group_id is None or not todo:
+            return
+        try:
+            consumer.commit({tp: OffsetAndMetadata(o, None, -1) for tp, o in todo.items()})
+        except KafkaError as exc:  # a rebalance: the next run sees these records again
+            log.warning("alert tail: offset commit failed: %s", exc)
+            return
+        committed.update(todo)
+
     try:
         seen = 0
         last_event: float | None = None  # the timeout counts from the first poll's answer
+        last_commit = time.monotonic()
         while not should_stop():
             if max_events is not None and seen >= max_events:
                 return
@@ -129,10 +157,13 @@ def tail_alerts(
                 and time.monotonic() - last_event > timeout_s
             ):
                 return
+            if time.monotonic() - last_commit > _COMMIT_INTERVAL_S:
+                commit()
+                last_commit = time.monotonic()
             batches = consumer.poll(timeout_ms=200)
             if last_event is None:
                 last_event = time.monotonic()
-            for records in batches.values():
+            for tp, records in batches.items():
                 for record in records:
                     raw = bytes(record.value or b"")
                     try:
@@ -141,12 +172,15 @@ def tail_alerts(
                         item: AlertEvent | bytes = raw
                     else:
                         if alert_filter is not None and not alert_filter.matches(alert):
+                            handled[tp] = record.offset + 1
                             continue
                         item = alert
                     last_event = time.monotonic()
                     seen += 1
                     yield item
+                    handled[tp] = record.offset + 1
                     if max_events is not None and seen >= max_events:
                         return
     finally:
+        commit()
         consumer.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import signal
 import threading
 
 import click
@@ -129,13 +130,13 @@ def acm_send(
     if metrics_port:
         start_http_server(metrics_port, addr=settings.metrics_host)
     stop = threading.Event()
+    previous_handler = None
     if threading.current_thread() is threading.main_thread():
-        import signal
 
         def handler(_signum: int, _frame: object) -> None:
             stop.set()
 
-        signal.signal(signal.SIGTERM, handler)
+        previous_handler = signal.signal(signal.SIGTERM, handler)
     group_id = group or default_group(host, port)
     click.echo(f"sending alerts to {config.destination} (consumer group {group_id})", err=True)
     sender = AcmSender(
@@ -151,4 +152,7 @@ def acm_send(
     except KeyboardInterrupt:
         stop.set()
         delivered = sender.delivered
+    finally:
+        if previous_handler is not None:
+            signal.signal(signal.SIGTERM, previous_handler)
     click.echo(f"{delivered} alert events delivered to {config.destination}", err=True)
