@@ -23,7 +23,13 @@ Column meanings (challenge description, Reyna et al., Crit Care Med 2020):
   bedside SpO2.
 - ``Gender`` 0 = female, 1 = male; ``Unit1``/``Unit2`` = 1 for MICU/SICU;
   ``HospAdmTime`` (hours from hospital to ICU admission) is not replayed.
-- ``SepsisLabel`` (1 from 6 h before clinical onset) becomes an OutcomeLabel every hour.
+- ``SepsisLabel`` (1 from 6 h before clinical onset) becomes one OutcomeLabel per row, each
+  timed at its row (``observed_at``: the hour it describes) but *published only after the
+  patient's last row* (``received_at`` = the last row's time): the label needs the
+  clinical onset, which is known in hindsight only, so a monitor must never see it while
+  the patient is in the unit. A Discharge at the last row's time follows the labels, so
+  a consumer knows the patient's labels are complete (the risk agent joins them then).
+  Labels are the one exception to the event-time order of the records.
 """
 
 from __future__ import annotations
@@ -39,7 +45,7 @@ from types import MappingProxyType
 
 from schemas.codes import QUANTITIES, CodeSystem, Quantity
 from schemas.common import SourceInfo
-from schemas.context import Admission, OutcomeLabel
+from schemas.context import Admission, Discharge, OutcomeLabel
 from schemas.observations import LabResults, Measurement, VitalSigns
 from schemas.units import normalise
 from services.ingest import Outbound
@@ -153,6 +159,8 @@ def read_patient(
     header = lines[0].strip().split("|")
     col = {name: i for i, name in enumerate(header)}
     admitted = False
+    labels: list[tuple[datetime, SourceInfo, bool]] = []
+    last_at: datetime | None = None
     for number, line in enumerate(lines[1:], start=2):
         cells = line.strip().split("|")
         if len(cells) != len(header):
@@ -168,6 +176,7 @@ def read_patient(
             admitted = True
             yield context(_admission(pid, values, col, anchor, source))
         at = anchor + timedelta(hours=iculos)
+        last_at = at
         row_source = source.model_copy(update={"message_control_id": f"{pid}:{number - 1}"})
         vitals = _measurements(VITAL_COLUMNS, values, col, at)
         if vitals:
@@ -177,17 +186,24 @@ def read_patient(
             yield Outbound("labs", pid, observation(LabResults, pid, labs, source=row_source))
         label = _get(values, col, "SepsisLabel")
         if label is not None:
-            yield context(
-                OutcomeLabel(
-                    patient_id=pid,
-                    observed_at=at,
-                    received_at=at,
-                    source=row_source,
-                    outcome="sepsis",
-                    label=label >= 1,
-                    label_source="physionet2019",
-                )
+            labels.append((at, row_source, label >= 1))
+    if last_at is None:
+        return
+    for at, row_source, positive in labels:  # revealed only now, after the last row
+        yield context(
+            OutcomeLabel(
+                patient_id=pid,
+                observed_at=at,
+                received_at=last_at,
+                source=row_source,
+                outcome="sepsis",
+                label=positive,
+                label_source="physionet2019",
             )
+        )
+    yield context(
+        Discharge(patient_id=pid, observed_at=last_at, received_at=last_at, source=source)
+    )
 
 
 def _get(values: list[float], col: Mapping[str, int], name: str) -> float | None:

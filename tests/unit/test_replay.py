@@ -157,9 +157,40 @@ def test_physionet_one_label_per_row_matching_the_file(physionet: list[Outbound]
         handle = archive.extractfile("training_setA/p000001.psv")
         assert handle is not None
         rows = handle.read().decode().splitlines()[1:]
-    labels = [_ctx(r) for r in physionet if r.key == "p000001" and r.topic == "context"][1:]
+    labels = _events(physionet, "outcome_label", "p000001")
     assert len(labels) == len(rows)
     assert [lab.label for lab in labels] == [row.split("|")[-1] == "1" for row in rows]
+    assert [lab.observed_at for lab in labels] == [
+        T0 + timedelta(hours=int(row.split("|")[-2])) for row in rows
+    ]
+
+
+def test_physionet_labels_only_after_the_patients_last_row_then_discharge(
+    physionet: list[Outbound],
+) -> None:
+    for pid in ("p000001", "p000002", "p000003"):
+        mine = [r for r in physionet if r.key == pid]
+        kinds = [_ctx(r).kind if r.topic == "context" else r.topic for r in mine]  # stream order
+        first_label = kinds.index("outcome_label")
+        last_row = max(i for i, k in enumerate(kinds) if k in ("vitals", "labs"))
+        assert first_label > last_row, pid
+        assert set(kinds[first_label:-1]) == {"outcome_label"}
+        assert kinds[-1] == "discharge"
+        last_row_at = event_time(mine[last_row])
+        discharge = _ctx(mine[-1])
+        assert discharge.observed_at == last_row_at
+        # every label was known (received) only at the end of the stay
+        assert {_ctx(r).received_at for r in mine[first_label:-1]} == {last_row_at}
+    # across patients: a label is never published before its patient's last row
+    position = {id(r): i for i, r in enumerate(physionet)}
+    for pid in ("p000001", "p000002", "p000003"):
+        rows = [position[id(r)] for r in physionet if r.key == pid and r.topic != "context"]
+        labels = [
+            position[id(r)]
+            for r in physionet
+            if r.key == pid and r.topic == "context" and _ctx(r).kind == "outcome_label"
+        ]
+        assert min(labels) > max(rows)
 
 
 def test_physionet_folder_of_psv_equals_the_archive(tmp_path: Path) -> None:
@@ -181,7 +212,9 @@ def test_replay_is_deterministic_and_event_time_ordered(physionet: list[Outbound
     assert [(r.topic, r.key, r.value()) for r in again] == [
         (r.topic, r.key, r.value()) for r in physionet
     ]
-    keys = [(event_time(r), r.key) for r in physionet]
+    # event-time order, except PhysioNet labels (revealed after the patient's last row)
+    timed = [r for r in physionet if not (r.topic == "context" and _ctx(r).kind == "outcome_label")]
+    keys = [(event_time(r), r.key) for r in timed]
     assert [k[0] for k in keys] == sorted(k[0] for k in keys)
     assert keys[:3] == [(T0, "p000001"), (T0, "p000002"), (T0, "p000003")]
 
