@@ -243,7 +243,7 @@ def record(
             progress=sys.stderr if show else None,
             on_ready=ready,
         )
-    except (RecordError, KafkaError) as exc:
+    except (RecordError, KafkaError, OSError) as exc:
         raise click.ClickException(f"cannot record: {exc}") from exc
     wall = stats.wall_seconds
     per_topic = ", ".join(f"{t}={n}" for t, n in sorted(stats.per_topic.items())) or "none"

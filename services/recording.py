@@ -318,6 +318,7 @@ class RecordingWriter:
         self.stats = RecordingStats()
         self._clock = clock
         self._flush_s = flush_s
+        path.parent.mkdir(parents=True, exist_ok=True)
         self._raw = path.open("wb")
         self._gz = gzip.GzipFile(fileobj=self._raw, mode="wb", compresslevel=6)
         self._gz.write(header.encode())
