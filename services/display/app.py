@@ -49,6 +49,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from schemas.alerts import AlertAck
 from services.display.auth import Access, Role, can_acknowledge, verify_password
 from services.display.state import ORGANS_SHOWN, TILE_NUMBERS, UnitState
+from streams.features.catalog import FEATURES
 
 log = logging.getLogger(__name__)
 audit_log = logging.getLogger("vigil.display.audit")
@@ -235,7 +236,8 @@ def create_app(
         viewer = viewer_of(request)
         if viewer is None:
             return to_login(request)
-        return page(request, "overview.html", viewer, numbers=TILE_NUMBERS, organs=ORGANS_SHOWN)
+        numbers = [(*row, f"{row[2]}: {FEATURES[row[1]].description}") for row in TILE_NUMBERS]
+        return page(request, "overview.html", viewer, numbers=numbers, organs=ORGANS_SHOWN)
 
     async def patient(request: Request) -> Response:
         viewer = viewer_of(request)

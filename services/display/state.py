@@ -19,8 +19,9 @@ True
 True
 >>> [a["alert_id"] for a in unit.alarm_list()]
 ['a2', 'a1']
->>> unit.take_changes()
-({'p1', 'p2'}, True)
+>>> beds, alarms_changed = unit.take_changes()
+>>> sorted(beds), alarms_changed
+(['p1', 'p2'], True)
 >>> unit.take_changes()
 (set(), False)
 """
@@ -42,18 +43,22 @@ PRIORITY_RANK = {"high": 0, "medium": 1, "low": 2}
 """IEC 60601-1-8 order: high before medium before low."""
 
 TILE_NUMBERS: tuple[tuple[str, str, str, int], ...] = (
-    # key on the page, feature name, label with unit, decimals
+    # key on the page, feature name, short label with unit, decimals
     ("hr", "heart_rate_per_min", "HR /min", 0),
     ("map", "map_mmhg", "MAP mmHg", 0),
     ("spo2", "spo2_pct", "SpO2 %", 0),
     ("rso2_l", "rso2_left_pct", "rSO2 L %", 0),
     ("rso2_r", "rso2_right_pct", "rSO2 R %", 0),
     ("cvp", "cvp_median_5min_mmhg", "CVP mmHg", 0),
-    ("uo", "urine_output_6h_ml_kg_h", "UO mL/kg/h (6 h)", 2),
-    ("net_uf", "crrt_net_uf_ml_kg_h", "CRRT net UF mL/kg/h", 1),
-    ("lactate", "lactate_mmol_l", "Lactate mmol/L", 1),
+    ("uo", "urine_output_6h_ml_kg_h", "UO mL/kg/h", 2),
+    ("net_uf", "crrt_net_uf_ml_kg_h", "UF mL/kg/h", 1),
+    ("lactate", "lactate_mmol_l", "Lac mmol/L", 1),
 )
-"""The key numbers of a bed tile (issue 6): name on the page, feature, label, decimals."""
+"""The key numbers of a bed tile (issue 6): name on the page, feature, label, decimals.
+
+UO is urine output over the last 6 h, UF the CRRT net ultrafiltration rate, Lac
+the last lactate (within 24 h); the page shows each feature's description on hover.
+"""
 
 ORGANS_SHOWN: tuple[tuple[str, str], ...] = (
     ("cardiovascular", "CV"),
@@ -148,14 +153,24 @@ class Alarm:
             "thresholds": dict(last.thresholds),
         }
 
+    @property
+    def fired_by(self) -> AlertEvent:
+        """The event that raised it to its current level (the last start or escalate)."""
+        firing = (AlertPhase.START, AlertPhase.ESCALATE)
+        return next((e for e in reversed(self.events) if e.phase in firing), self.events[0])
+
     def detail(self) -> dict[str, Any]:
-        """The alarm with *why* it fired and every event of its life."""
-        last = self.latest
+        """The alarm with *why* it fired (the firing event's trace) and every event."""
+        fired = self.fired_by
         return self.view() | {
-            "all_values": dict(last.values),
-            "explanation": list(last.explanation),
-            "source": last.source,
-            "condition_since": _iso(last.condition_since),
+            "fired_phase": fired.phase.value,
+            "fired_at": _iso(fired.triggered_at),
+            "all_values": dict(fired.values),
+            "fired_thresholds": dict(fired.thresholds),
+            "explanation": list(fired.explanation),
+            "latest_explanation": list(self.latest.explanation),
+            "source": fired.source,
+            "condition_since": _iso(fired.condition_since),
             "events": [
                 {
                     "phase": e.phase.value,

@@ -8,8 +8,7 @@ const Vigil = (() => {
     return el ? JSON.parse(el.textContent) : {
       numbers: [["hr", "", "HR /min", 0], ["map", "", "MAP mmHg", 0], ["spo2", "", "SpO2 %", 0],
         ["rso2_l", "", "rSO2 L %", 0], ["rso2_r", "", "rSO2 R %", 0], ["cvp", "", "CVP mmHg", 0],
-        ["uo", "", "UO mL/kg/h (6 h)", 2], ["net_uf", "", "CRRT net UF mL/kg/h", 1],
-        ["lactate", "", "Lactate mmol/L", 1]],
+        ["uo", "", "UO mL/kg/h", 2], ["net_uf", "", "UF mL/kg/h", 1], ["lactate", "", "Lac mmol/L", 1]],
       organs: [["cardiovascular", "CV"], ["renal", "Ren"], ["congestion", "Cong"], ["brain", "Brain"],
         ["respiratory", "Resp"], ["coagulation", "Coag"], ["liver", "Liver"], ["cns", "CNS"]],
     };
@@ -34,9 +33,9 @@ const Vigil = (() => {
 
   function tileHtml(t) {
     const a = t.alarm;
-    const numbers = config.numbers.map(([key, , label]) => {
+    const numbers = config.numbers.map(([key, , label, , help]) => {
       const v = t.numbers[key];
-      return `<div class="n${v === null ? " unknown" : ""}"><span class="l">${esc(label)}</span><span class="v">${esc(num(v))}</span></div>`;
+      return `<div class="n${v === null ? " unknown" : ""}" title="${esc(help || label)}${v === null ? ": unknown" : ""}"><span class="l">${esc(label)}</span><span class="v">${esc(num(v))}</span></div>`;
     }).join("");
     const organs = config.organs.map(([key, label]) => {
       const o = t.organs[key] || { status: "unknown" };

@@ -29,7 +29,8 @@
     const svg = el("svg", { viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": `${series.label} trend` }, box);
     const x0 = window.from, x1 = window.to;
     if (x0 === null || !pts.length) {
-      el("text", { x: L, y: H / 2, class: "nodata" }, svg).textContent = "unknown (no data in this window)";
+      box.classList.add("empty");
+      cap.textContent = `${series.label} (${series.unit}): unknown, no data in this window`;
       return box;
     }
     let lo = Math.min(...pts.map((p) => p[1])), hi = Math.max(...pts.map((p) => p[1]));
@@ -41,8 +42,8 @@
     for (const v of [lo + pad, hi - pad]) {
       el("text", { x: L - 4, y: y(v) + 4, class: "axis", "text-anchor": "end" }, svg).textContent = +v.toFixed(v < 10 ? 2 : 0);
     }
-    for (const t of [x0, (x0 + x1) / 2, x1]) {
-      el("text", { x: x(t), y: H - 4, class: "axis", "text-anchor": "middle" }, svg).textContent = new Date(t * 1000).toISOString().slice(11, 16);
+    for (const [t, anchor] of [[x0, "start"], [(x0 + x1) / 2, "middle"], [x1, "end"]]) {
+      el("text", { x: x(t), y: H - 4, class: "axis", "text-anchor": anchor }, svg).textContent = new Date(t * 1000).toISOString().slice(11, 16);
     }
     for (const a of alerts) { // alarm marks: a line where each alert began, coloured by priority
       const t = Date.parse(a.began_at) / 1000;
@@ -63,13 +64,14 @@
 
   function alertHtml(a) {
     const ev = a.events.map((e) => `<li>${V.esc(V.dateTime(e.triggered_at))} ${V.esc(e.phase)}${e.reason ? " (" + V.esc(e.reason) + ")" : ""} ${V.esc(V.PRI[e.priority])}${e.acknowledged_by ? " – acknowledged by " + V.esc(e.acknowledged_by) : ""}</li>`).join("");
-    const vals = Object.entries(a.all_values).map(([k, v]) => `<tr><th scope="row">${V.esc(k)}</th><td>${v === null ? "unknown" : V.esc(+v.toFixed(3))}</td><td>${k in a.thresholds ? V.esc(a.thresholds[k]) : ""}</td></tr>`).join("");
+    const vals = Object.entries(a.all_values).map(([k, v]) => `<tr><th scope="row">${V.esc(k)}</th><td>${v === null ? "unknown" : V.esc(+v.toFixed(3))}</td><td>${k in a.fired_thresholds ? V.esc(a.fired_thresholds[k]) : ""}</td></tr>`).join("");
     return `<article class="alert-card ${V.esc(a.priority)}${a.phase === "end" ? " ended" : ""}${a.kind === "technical" ? " technical" : ""}" data-alert-id="${V.esc(a.alert_id)}">` +
       `<h3><span class="pri ${V.esc(a.priority)}">${a.kind === "technical" ? "⚙ TECH " : ""}${V.esc(V.PRI[a.priority])}</span> ${V.esc(a.title)} <small>${V.esc(a.rule_id)} v${V.esc(a.rule_version)} – ${a.phase === "end" ? "ended" : "active"}${a.acknowledged_by ? ", acknowledged by " + V.esc(a.acknowledged_by) : ""}</small></h3>` +
-      `<p>Condition since ${V.esc(V.dateTime(a.condition_since))}, fired ${V.esc(V.dateTime(a.began_at))}.</p>` +
+      `<p>Condition since ${V.esc(V.dateTime(a.condition_since))}, ${a.fired_phase === "escalate" ? "escalated" : "fired"} ${V.esc(V.dateTime(a.fired_at))}.</p>` +
       `<details open><summary>Why it fired</summary><ol class="trace">${a.explanation.map((l) => `<li>${V.esc(l)}</li>`).join("")}</ol>` +
       `<table class="vals"><thead><tr><th>value</th><th>at firing</th><th>threshold</th></tr></thead><tbody>${vals}</tbody></table>` +
-      `<p class="source">Source: ${V.esc(a.source)}</p></details>` +
+      `<p class="source">Source: ${V.esc(a.source)}</p>` +
+      (a.latest_explanation.join("\n") !== a.explanation.join("\n") ? `<p>Latest: ${a.latest_explanation.map(V.esc).join("; ")}</p>` : "") + `</details>` +
       `<details><summary>History (${a.events.length} events)</summary><ol>${ev}</ol></details></article>`;
   }
 
