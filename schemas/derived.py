@@ -81,3 +81,10 @@ class RiskScore(Contract):
     model_version: str
     cold_start: bool = Field(description="True while a rule-based fallback is used")
     top_contributions: tuple[Contribution, ...] = ()
+    decision_threshold: float | None = Field(
+        default=None,
+        ge=0,
+        le=1,
+        description="The model's alarm threshold in force at computed_at (learned on"
+        " discharged patients only); null = none",
+    )

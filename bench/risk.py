@@ -1,0 +1,230 @@
+"""Risk learners on PhysioNet 2019 set A through the worker's feature code (no Kafka).
+
+    nice -n 10 .venv/bin/python bench/risk.py cache ../shared/data/physionet2019/setA.psv.tar.gz
+    nice -n 10 .venv/bin/python bench/risk.py compare --learners logreg,hoeffding --protocol a
+
+``cache`` computes every patient's hourly feature snapshots with the worker's own
+``PatientState`` (``services.physionet_eval.offline_snapshots``) once, into
+``.cache/risk/`` (float32, NaN = unknown). ``compare`` then runs the risk engine
+(``streams.risk.engine``) prequentially over them in event time: admissions one hour
+apart in id order, each prediction published before the patient's labels arrive at
+its discharge, then scored and learned. Protocol (b) first learns p000001-p010000 with
+their labels (pretraining) and is scored on the rest. Prints and writes the figures
+to ``test-artifacts/risk_compare_<protocol>.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import multiprocessing
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from services.physionet_eval import (  # noqa: E402
+    PatientSeries,
+    RowScores,
+    baseline_scores,
+    load_series,
+)
+from streams.risk.engine import EngineConfig, RiskEngine  # noqa: E402
+from streams.risk.features import INPUT_FEATURES  # noqa: E402
+
+CACHE = ROOT / ".cache" / "risk"
+NAMES = (*INPUT_FEATURES, "vitals_data_age_s")
+PRETRAIN_LAST = "p010000"
+
+
+def _cache_part(args: tuple[str, list[str], int]) -> str:
+    source, ids, part = args
+    out = CACHE / f"setA_part{part}.npz"
+    rows: dict[str, Any] = {"ids": [], "offsets": [0], "times": [], "labels": [], "x": []}
+    meta = []
+    for series in load_series(Path(source), only=frozenset(ids)):
+        rows["ids"].append(series.patient_id)
+        rows["times"] += series.times
+        rows["labels"] += series.labels
+        for f in series.features:
+            rows["x"].append([np.nan if f.get(n) is None else f[n] for n in NAMES])
+        rows["offsets"].append(len(rows["times"]))
+        meta.append((series.age_years, series.sex, series.admitted_at))
+    np.savez_compressed(
+        out,
+        ids=np.array(rows["ids"]),
+        offsets=np.array(rows["offsets"]),
+        times=np.array(rows["times"]),
+        labels=np.array(rows["labels"], dtype=bool),
+        x=np.array(rows["x"], dtype=np.float32).reshape(-1, len(NAMES)),
+        meta=json.dumps(meta),
+    )
+    return str(out)
+
+
+def cache(source: str, parts: int) -> None:
+    from services.replay.physionet2019 import patient_files
+
+    CACHE.mkdir(parents=True, exist_ok=True)
+    t0 = time.monotonic()
+    ids = [f.patient_id for f in patient_files(Path(source))]
+    chunks = [ids[i::parts] for i in range(parts)]
+    with multiprocessing.Pool(parts) as pool:
+        for path in pool.imap_unordered(
+            _cache_part, [(source, c, i) for i, c in enumerate(chunks)]
+        ):
+            print("wrote", path, flush=True)
+    print(f"{len(ids)} patients in {time.monotonic() - t0:.0f} s", flush=True)
+
+
+def load_cache() -> list[PatientSeries]:
+    out: list[PatientSeries] = []
+    for path in sorted(CACHE.glob("setA_part*.npz")):
+        data = np.load(path)
+        meta = json.loads(str(data["meta"]))
+        offsets = data["offsets"]
+        for n, pid in enumerate(data["ids"]):
+            a, b = offsets[n], offsets[n + 1]
+            block = data["x"][a:b]
+            feats = [
+                {NAMES[j]: float(v) for j, v in enumerate(row) if not math.isnan(v)}
+                for row in block
+            ]
+            age, sex, admitted = meta[n]
+            out.append(
+                PatientSeries(
+                    str(pid),
+                    times=[float(t) for t in data["times"][a:b]],
+                    features=feats,  # type: ignore[arg-type]
+                    labels=[bool(v) for v in data["labels"][a:b]],
+                    admitted_at=admitted,
+                    age_years=age,
+                    sex=sex,
+                )
+            )
+    out.sort(key=lambda s: s.patient_id)
+    return out
+
+
+def run_protocol(
+    series: list[PatientSeries], config: EngineConfig, protocol: str, stagger_h: float = 1.0
+) -> tuple[RowScores, dict[str, Any]]:
+    """Prequential run; returns per-row scores of the evaluated patients and costs."""
+    import heapq
+
+    engine = RiskEngine(config)
+    train = [s for s in series if protocol == "b" and s.patient_id <= PRETRAIN_LAST]
+    test = [s for s in series if not (protocol == "b" and s.patient_id <= PRETRAIN_LAST)]
+    t0 = time.monotonic()
+    for s in train:  # pretraining: offline, every hour with its label, in id order
+        engine.on_admission(s.patient_id, s.admitted_at, s.age_years, s.sex)
+        for at, f in zip(s.times, s.features, strict=True):
+            engine.on_snapshot(s.patient_id, at, f)
+        for at, y in zip(s.times, s.labels, strict=True):
+            engine.on_label(s.patient_id, "sepsis", at, y)
+        engine.on_discharge(s.patient_id, s.times[-1] if s.times else 0.0)
+    pretrain_s = time.monotonic() - t0
+    # online: admissions ``stagger_h`` apart, rows in event time, labels at discharge
+    heap: list[tuple[float, int, int]] = []
+    for n, s in enumerate(test):
+        if s.times:
+            heap.append((s.times[0] + n * stagger_h * 3600, n, 0))
+    heapq.heapify(heap)
+    probs: dict[int, list[tuple[float, float]]] = {}
+    predict_s, predictions = 0.0, 0
+    t1 = time.monotonic()
+    while heap:
+        at, n, i = heapq.heappop(heap)
+        s = test[n]
+        shift = n * stagger_h * 3600
+        if i == len(s.times):  # discharge: labels revealed, then joined and learned
+            for t, y in zip(s.times, s.labels, strict=True):
+                engine.on_label(s.patient_id, "sepsis", t + shift, y)
+            engine.on_discharge(s.patient_id, at)
+            continue
+        if i == 0:
+            engine.on_admission(s.patient_id, s.admitted_at + shift, s.age_years, s.sex)
+        p0 = time.perf_counter()
+        pred = engine.on_snapshot(s.patient_id, at, s.features[i])
+        predict_s += time.perf_counter() - p0
+        predictions += 1
+        probs.setdefault(n, []).append((pred.probability, pred.threshold))
+        nxt = s.times[i + 1] + shift if i + 1 < len(s.times) else at + 1e-3
+        heapq.heappush(heap, (nxt, n, i + 1))
+    scores = RowScores()
+    for n, s in enumerate(test):
+        pairs = probs.get(n, [])
+        scores.add(s.labels, [p for p, _ in pairs], [p >= th for p, th in pairs])
+    costs = {
+        "pretrain_s": round(pretrain_s, 1),
+        "online_s": round(time.monotonic() - t1, 1),
+        "snapshots_per_s_incl_learning": round(predictions / max(1e-9, predict_s), 1),
+        "learned": engine.model.learned,
+        "final_threshold": engine.threshold.threshold,
+        "rolling_auroc": round(engine.monitor.auroc(), 4),
+        "rolling_log_loss": round(engine.monitor.log_loss(), 4),
+        "drifts": engine.monitor.drifts,
+    }
+    return scores, costs
+
+
+def predict_rate(series: list[PatientSeries], learner: str, n: int = 20000) -> float:
+    """Bare ``predict_proba_one`` per second on one core, on a model that learned 20k rows."""
+    engine = RiskEngine(EngineConfig(learner=learner))
+    xs = []
+    for s in series[:2000]:
+        for at, f, y in zip(s.times, s.features, s.labels, strict=True):
+            x = engine._patient(s.patient_id).features.update(at, f)
+            xs.append((x, y))
+    for x, y in xs[:n]:
+        engine.model.learn_one(x, y)
+    t0 = time.perf_counter()
+    for x, _y in xs[:n]:
+        engine.model.predict_proba_one(x)
+    return n / (time.perf_counter() - t0)
+
+
+def compare(learners: list[str], protocol: str, limit: int | None) -> None:
+    series = load_cache()
+    if limit:
+        series = series[:limit]
+    results: dict[str, Any] = {"protocol": protocol, "patients": len(series), "learners": {}}
+    test = [s for s in series if not (protocol == "b" and s.patient_id <= PRETRAIN_LAST)]
+    for name, scores in baseline_scores(test).items():
+        results.setdefault("baselines", {})[name] = scores.summary()
+        print(name, scores.summary(), flush=True)
+    for learner in learners:
+        scores, costs = run_protocol(series, EngineConfig(learner=learner), protocol)
+        summary = scores.summary() | costs | {"predict_per_s": round(predict_rate(series, learner))}
+        results["learners"][learner] = summary
+        print(learner, summary, flush=True)
+        out = ROOT / "test-artifacts" / f"risk_compare_{protocol}.json"
+        out.parent.mkdir(exist_ok=True)
+        out.write_text(json.dumps(results, indent=2) + "\n")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    c = sub.add_parser("cache")
+    c.add_argument("source")
+    c.add_argument("--parts", type=int, default=2)
+    m = sub.add_parser("compare")
+    m.add_argument("--learners", default="logreg")
+    m.add_argument("--protocol", choices=("a", "b"), default="a")
+    m.add_argument("--limit", type=int, default=None)
+    args = parser.parse_args()
+    if args.cmd == "cache":
+        cache(args.source, args.parts)
+    else:
+        compare(args.learners.split(","), args.protocol, args.limit)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,310 @@
+"""``vigil risk``: the online risk agent, one outcome and one model per process.
+
+Consumes the features topic (snapshots from the worker) and the context topic
+(Admission, OutcomeLabel, Discharge), runs :class:`streams.risk.engine.RiskEngine`,
+publishes a :class:`~schemas.derived.RiskScore` per snapshot on the risk topic.
+
+- **Event-time merge.** Per partition (features and context are co-partitioned by
+  patient), context events are held until the features of that partition have passed
+  their event time, so a Discharge is applied after the patient's last snapshot even
+  when the worker lags the raw context topic. When no snapshot arrives for
+  ``idle_flush_s`` of wall time, held context is applied (end of a replay).
+- **Checkpoint = file.** The whole engine (model, label buffers, per-patient feature
+  state, monitor) and the next offset to read of every partition are pickled together
+  every ``checkpoint_every_s`` and at shutdown, written atomically (temp file, fsync,
+  rename) *after* the producer has flushed every risk message of the records consumed.
+  A restarted (even SIGKILLed) agent loads it, seeks to those offsets and so comes back
+  with the model it had; records after the checkpoint are read again and give the same
+  RiskScores again (at-least-once, same values).
+- **Monitoring.** Prometheus: rolling prequential AUROC, log loss and calibration error,
+  labels learned, drift events (ADWIN on the log loss; each also logged as a JSON event).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kafka import KafkaConsumer, TopicPartition
+from prometheus_client import Counter, Gauge, start_http_server
+
+from schemas.context import Admission, ContextEvent, Discharge, OutcomeLabel
+from schemas.derived import Contribution, FeatureSnapshot, Organ, RiskScore
+from services.config import Settings
+from services.kafka_io import reliable_producer
+from streams.risk.engine import EngineConfig, Prediction, RiskEngine, dumps, loads
+
+log = logging.getLogger(__name__)
+
+AUROC = Gauge("vigil_risk_rolling_auroc", "Prequential AUROC over the last labels", ["model"])
+LOG_LOSS = Gauge("vigil_risk_rolling_log_loss", "Prequential log loss", ["model"])
+CALIBRATION = Gauge(
+    "vigil_risk_calibration_error", "Expected calibration error (10 bins)", ["model"]
+)
+LEARNED = Gauge("vigil_risk_labels_learned", "Labels the model has learned", ["model"])
+COLD = Gauge("vigil_risk_cold_start", "1 while the rule-based fallback is published", ["model"])
+DRIFTS = Counter("vigil_risk_drift_events_total", "Drift detected on the loss (ADWIN)", ["model"])
+PREDICTIONS = Counter("vigil_risk_predictions_total", "RiskScores published", ["model"])
+CHECKPOINTS = Counter("vigil_risk_checkpoints_total", "Checkpoints written", ["model"])
+
+
+def checkpoint_path(settings: Settings, outcome: str) -> Path:
+    return settings.data_dir / "risk" / f"{settings.topic_prefix}{outcome}.ckpt"
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with open(tmp, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def to_risk_score(pred: Prediction) -> RiskScore:
+    from datetime import UTC, datetime
+
+    return RiskScore(
+        patient_id=pred.patient_id,
+        computed_at=datetime.fromtimestamp(pred.at, UTC),
+        outcome=pred.outcome,
+        horizon_h=6.0 if pred.outcome.endswith("_6h") else None,
+        probability=min(1.0, max(0.0, pred.probability)),
+        per_organ={Organ(o): min(1.0, max(0.0, p)) for o, p in pred.per_organ.items()},
+        model_id=pred.model_id,
+        model_version=pred.model_version,
+        cold_start=pred.cold_start,
+        top_contributions=tuple(
+            Contribution(feature=name, value=value, contribution=round(c, 4))
+            for name, c, value in pred.contributions
+        ),
+        decision_threshold=min(1.0, max(0.0, pred.threshold)),
+    )
+
+
+@dataclass
+class _Held:
+    """Context events of one partition waiting for the features to pass their time."""
+
+    events: list[tuple[float, int, Any]] = field(default_factory=list)
+    features_at: float = float("-inf")
+
+
+@dataclass
+class RiskAgent:
+    settings: Settings
+    config: EngineConfig
+    checkpoint: Path
+    checkpoint_every_s: float = 30.0
+    idle_flush_s: float = 10.0
+    clock: Callable[[], float] = time.monotonic
+    engine: RiskEngine = field(init=False)
+    held: dict[int, _Held] = field(default_factory=dict)
+    _seq: int = 0
+
+    def __post_init__(self) -> None:
+        self.engine = self._load()
+        self.label = self.engine.model_id
+
+    def _load(self) -> RiskEngine:
+        if self.checkpoint.exists():
+            engine = loads(self.checkpoint.read_bytes())
+            log.info(
+                "restored %s (%d labels learned) from %s",
+                engine.model_version,
+                engine.model.learned,
+                self.checkpoint,
+            )
+            if engine.config.outcome != self.config.outcome:
+                raise ValueError(
+                    f"checkpoint {self.checkpoint} is for {engine.config.outcome!r}, "
+                    f"not {self.config.outcome!r}"
+                )
+            return engine
+        log.info("no checkpoint at %s: a new %s model", self.checkpoint, self.config.learner)
+        return RiskEngine(self.config)
+
+    # ---- records -------------------------------------------------------------------
+
+    def handle_snapshot(self, partition: int, raw: bytes) -> RiskScore | None:
+        snap = FeatureSnapshot.model_validate_json(raw)
+        at = snap.computed_at.timestamp()
+        self._release(partition, before=at)
+        hold = self.held.setdefault(partition, _Held())
+        hold.features_at = max(hold.features_at, at)
+        features = {name: fv.value for name, fv in snap.features.items()}
+        organs = {str(o.value): s.subscore for o, s in snap.organs.items()}
+        pred = self.engine.on_snapshot(snap.patient_id, at, features, organs or None)
+        return to_risk_score(pred)
+
+    def handle_context(self, partition: int, raw: bytes) -> None:
+        event = ContextEvent.model_validate_json(raw).root
+        if not isinstance(event, Admission | OutcomeLabel | Discharge):
+            return
+        self._seq += 1
+        at = event.observed_at.timestamp()
+        hold = self.held.setdefault(partition, _Held())
+        if isinstance(event, OutcomeLabel):
+            self._apply(event)  # labels are only stored until the discharge: no need to wait
+            return
+        hold.events.append((at, self._seq, event))
+        if at < hold.features_at:
+            self._release(partition, before=hold.features_at)
+
+    def _release(self, partition: int, before: float | None) -> None:
+        hold = self.held.get(partition)
+        if hold is None or not hold.events:
+            return
+        hold.events.sort(key=lambda item: (item[0], item[1]))
+        keep = []
+        for at, seq, event in hold.events:
+            if before is None or at < before:
+                self._apply(event)
+            else:
+                keep.append((at, seq, event))
+        hold.events = keep
+
+    def _apply(self, event: Any) -> None:
+        at = event.observed_at.timestamp()
+        if isinstance(event, Admission):
+            self.engine.on_admission(event.patient_id, at, event.age_years, event.sex)
+        elif isinstance(event, OutcomeLabel):
+            self.engine.on_label(event.patient_id, event.outcome, at, event.label)
+        elif isinstance(event, Discharge):
+            drifts = self.engine.monitor.drifts
+            self.engine.on_discharge(event.patient_id, at)
+            if self.engine.monitor.drifts > drifts:
+                DRIFTS.labels(self.label).inc(self.engine.monitor.drifts - drifts)
+                log.warning(
+                    json.dumps(
+                        {
+                            "event": "risk_drift_detected",
+                            "model_id": self.engine.model_id,
+                            "model_version": self.engine.model_version,
+                            "at": at,
+                            "drifts": self.engine.monitor.drifts,
+                        }
+                    )
+                )
+
+    def flush_held(self) -> None:
+        for partition in list(self.held):
+            self._release(partition, before=None)
+
+    def export_metrics(self) -> None:
+        monitor = self.engine.monitor
+        if monitor.count:
+            AUROC.labels(self.label).set(monitor.auroc())
+            LOG_LOSS.labels(self.label).set(monitor.log_loss())
+            CALIBRATION.labels(self.label).set(monitor.calibration()[0])
+        LEARNED.labels(self.label).set(self.engine.model.learned)
+        COLD.labels(self.label).set(1.0 if self.engine.cold else 0.0)
+
+    def save(self) -> None:
+        write_atomic(self.checkpoint, dumps(self.engine))
+        CHECKPOINTS.labels(self.label).inc()
+
+    # ---- the loop ------------------------------------------------------------------
+
+    def run(self, stop: threading.Event) -> None:
+        topics = self.settings.topics
+        features_topic, context_topic = topics.name("features"), topics.name("context")
+        risk_topic = topics.name("risk")
+        consumer = KafkaConsumer(
+            bootstrap_servers=self.settings.bootstrap_servers,
+            client_id="vigil-risk",
+            group_id=None,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_poll_records=2000,
+        )
+        producer = reliable_producer(self.settings.bootstrap_servers, client_id="vigil-risk")
+        parts = [
+            TopicPartition(t, p)
+            for t in (features_topic, context_topic)
+            for p in range(topics.partitions_of("features"))
+        ]
+        consumer.assign(parts)
+        for tp in parts:
+            offset = self.engine.positions.get(f"{tp.topic}:{tp.partition}")
+            if offset is not None:
+                consumer.seek(tp, offset)
+            else:
+                consumer.seek_to_beginning(tp)
+        last_save = last_record = self.clock()
+        flushed_idle = True
+        log.info("risk agent %s on %s -> %s", self.engine.model_version, features_topic, risk_topic)
+        try:
+            while not stop.is_set():
+                batches = consumer.poll(timeout_ms=500)
+                records = sorted(
+                    (r for batch in batches.values() for r in batch),
+                    key=lambda r: (r.topic != context_topic, r.timestamp),
+                )  # context first: a label is never later than the snapshots it labels
+                for record in records:
+                    key = f"{record.topic}:{record.partition}"
+                    try:
+                        if record.topic == features_topic:
+                            score = self.handle_snapshot(record.partition, record.value)
+                            if score is not None:
+                                producer.send(
+                                    risk_topic,
+                                    key=score.patient_id.encode(),
+                                    value=score.model_dump_json().encode(),
+                                )
+                                PREDICTIONS.labels(self.label).inc()
+                        else:
+                            self.handle_context(record.partition, record.value)
+                    except ValueError as exc:  # pydantic ValidationError is a ValueError
+                        log.error("skipping bad record %s@%d: %s", key, record.offset, exc)
+                    self.engine.positions[key] = record.offset + 1
+                now = self.clock()
+                if records:
+                    last_record, flushed_idle = now, False
+                elif not flushed_idle and now - last_record >= self.idle_flush_s:
+                    self.flush_held()
+                    flushed_idle = True
+                if now - last_save >= self.checkpoint_every_s:
+                    producer.flush()
+                    self.save()
+                    self.export_metrics()
+                    last_save = now
+        finally:
+            producer.flush()
+            self.save()
+            producer.close()
+            consumer.close()
+            log.info("risk agent stopped; checkpoint %s", self.checkpoint)
+
+
+def run_agent(
+    settings: Settings,
+    config: EngineConfig,
+    *,
+    checkpoint: Path | None = None,
+    checkpoint_every_s: float = 30.0,
+    metrics_port: int = 0,
+) -> None:
+    """Run until SIGTERM/SIGINT (a checkpoint is written on the way out)."""
+    agent = RiskAgent(
+        settings,
+        config,
+        checkpoint or checkpoint_path(settings, config.outcome),
+        checkpoint_every_s=checkpoint_every_s,
+    )
+    if metrics_port:
+        start_http_server(metrics_port, addr=settings.metrics_host)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    agent.export_metrics()
+    agent.run(stop)
