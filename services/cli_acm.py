@@ -60,6 +60,13 @@ def acm_group() -> None:
     show_default=True,
 )
 @click.option("--backoff-max", type=click.FloatRange(min=0.1), default=30.0, show_default=True)
+@click.option(
+    "--keepalive",
+    type=click.FloatRange(min=0.0),
+    default=30.0,
+    show_default=True,
+    help="Idle seconds before a watchdog ORU^R40 (as Draeger's PCD04_watchdog; 0: none)",
+)
 @click.option("--eui64", default=None, help="This reporter's EUI-64 (16 hex digits), MSH-3")
 @click.option("--receiving-application", default="", help="MSH-5")
 @click.option("--receiving-facility", default="", help="MSH-6")
@@ -82,6 +89,7 @@ def acm_send(
     watchdog: float,
     watchdog_priority: str,
     backoff_max: float,
+    keepalive: float,
     eui64: str | None,
     receiving_application: str,
     receiving_facility: str,
@@ -120,6 +128,7 @@ def acm_send(
         watchdog_s=watchdog,
         watchdog_priority=AlertPriority(watchdog_priority),
         backoff_cap_s=max(backoff_max, 0.5),
+        keepalive_s=keepalive,
         alert_filter=AlertFilter.of(sites=sites, units=units, min_priority=priority),
         site=sites[0] if len(sites) == 1 else None,
     )

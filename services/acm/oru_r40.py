@@ -59,6 +59,7 @@ import re
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cached_property
 from typing import Literal
 
 from schemas.alerts import AlertEvent, AlertPhase, AlertPriority, AlertReason
@@ -78,6 +79,7 @@ __all__ = [
     "EventCode",
     "ReporterIdentity",
     "build_oru_r40",
+    "build_watchdog",
     "event_phase",
     "parse_ack",
 ]
@@ -165,7 +167,7 @@ class ReporterIdentity:
         if not _EUI64.match(self.eui64):
             raise ValueError(f"EUI-64 must be 16 upper-case hex digits, got {self.eui64!r}")
 
-    @property
+    @cached_property
     def equipment(self) -> str:
         """OBX-18 equipment instance: a URN derived from the EUI-64 (stable)."""
         urn = f"urn:uuid:{uuid.uuid5(uuid.NAMESPACE_OID, f'vigil.eui64.{self.eui64}')}"
@@ -229,6 +231,14 @@ def _source(alert: AlertEvent, event: EventCode | None) -> tuple[str, str | None
     return f"{escape(name, _ENC)}^^{_LOCAL_SYSTEM}", name, value
 
 
+def _obx(
+    n: int, vtype: str, ident: str, sub: str, value: str, status: str, equipment: str
+) -> list[str]:
+    """OBX-1 .. OBX-18 with OBX-5 = ``value``, OBX-11 = ``status``, OBX-18 the equipment."""
+    fields = ["OBX", str(n), vtype, ident, sub, value, "", "", "", "", "", status]
+    return [*fields, "", "", "", "", "", "", equipment]
+
+
 def _number(value: float) -> str:
     text = f"{value:.6g}"
     return text if "e" not in text else f"{value:f}".rstrip("0").rstrip(".")
@@ -279,8 +289,7 @@ def build_oru_r40(alert: AlertEvent, reporter: ReporterIdentity, *, now: datetim
     obr += [""] * (29 - len(obr)) + [f"^0&{alert_id}&{eui}&EUI-64"]
 
     def obx(n: int, vtype: str, ident: str, sub: str, value: str, status: str = "F") -> list[str]:
-        fields = ["OBX", str(n), vtype, ident, sub, value, "", "", "", "", "", status]
-        return [*fields, "", "", "", "", "", "", equipment]
+        return _obx(n, vtype, ident, sub, value, status, equipment)
 
     obxs = [
         obx(1, "", _MDS, "1.0.0.0", "", "X"),
@@ -301,6 +310,69 @@ def build_oru_r40(alert: AlertEvent, reporter: ReporterIdentity, *, now: datetim
         measured[14] = when  # OBX-14: observation time
         obxs.append(measured)
     segments = [msh, pid, pv1, obr, *obxs]
+    text = "\r".join(e.field.join(seg).rstrip(e.field) for seg in segments) + "\r"
+    return text.encode("utf-8")
+
+
+def build_watchdog(
+    reporter: ReporterIdentity,
+    *,
+    now: datetime,
+    control_id: str,
+    counter: int,
+    confirm_timeout_s: float,
+    site: str | None = None,
+) -> bytes:
+    """A keep-alive ORU^R40 as Draeger's ``PCD04_watchdog.txt``: ``MDC_EVT_ACTIVE``
+    (``continue``), priority ``PN``, kind ``SA`` and ``MDC_ATTR_CONFIRM_TIMEOUT``. It is
+    about no patient: PID-3 is empty and PV1-3 names only the site.
+
+    >>> from datetime import UTC, datetime
+    >>> msg = build_watchdog(ReporterIdentity(eui64="00000000000000A1"), control_id="w-7",
+    ...     now=datetime(2026, 5, 1, tzinfo=UTC), counter=7, confirm_timeout_s=10)
+    >>> [line.split("|")[5] for line in msg.decode().split("\\r")[6:13]]
+    ... # doctest: +NORMALIZE_WHITESPACE
+    ['continue', '69837^MDC_DEV_METER_PHYSIO_MULTI_PARAM_MDS^MDC', 'start', 'active',
+     'enabled', 'PN', 'SA']
+    """
+    e = _ENC
+    eui = reporter.eui64
+    urn = reporter.equipment.split("^", 1)[0]
+    when = format_dtm(now)
+    site_text = escape(site or "", e)
+    msh = [
+        "MSH", e.msh2, f"{eui}^EUI-64", site_text,
+        escape(reporter.receiving_application, e), escape(reporter.receiving_facility, e),
+        when, "", "ORU^R40^ORU_R40", escape(control_id, e), reporter.processing_id, "2.6",
+        "", "", "AL", "NE", "", "UNICODE UTF-8", "", "", ACM_PROFILE,
+    ]  # fmt: skip
+    obr = ["OBR", "1", "", f"{counter}^{urn}^{eui}^EUI-64", _EVT_ALARM, "", "", when]
+    obr += [""] * (29 - len(obr)) + [f"^0&{urn}&{eui}&EUI-64"]
+    equipment = reporter.equipment
+
+    def obx(n: int, vtype: str, ident: str, sub: str, value: str, status: str = "F") -> list[str]:
+        return _obx(n, vtype, ident, sub, value, status, equipment)
+
+    timeout = obx(
+        10, "NM", "67860^MDC_ATTR_CONFIRM_TIMEOUT^MDC", "1.1.1.8", f"{confirm_timeout_s:g}"
+    )
+    timeout[6] = "264320^MDC_DIM_SEC^MDC"
+    segments = [
+        msh,
+        ["PID", "", "", ""],
+        ["PV1", "", "I", f"^^^{site_text}"],
+        obr,
+        obx(1, "", _MDS, "1.0.0.0", "", "X"),
+        obx(2, "", _VMD, "1.1.0.0", "", "X"),
+        obx(3, "ST", "196614^MDC_EVT_ACTIVE^MDC", "1.1.1.1", "continue"),
+        obx(4, "ST", _ALERT_SOURCE, "1.1.1.2", _MDS),
+        obx(5, "ST", _EVENT_PHASE, "1.1.1.3", "start"),
+        obx(6, "ST", _ALARM_STATE, "1.1.1.4", "active"),
+        obx(7, "ST", _INACTIVATION_STATE, "1.1.1.5", "enabled"),
+        obx(8, "ST", _PRIORITY, "1.1.1.6", "PN"),
+        obx(9, "ST", _ALERT_TYPE, "1.1.1.7", "SA"),
+        timeout,
+    ]
     text = "\r".join(e.field.join(seg).rstrip(e.field) for seg in segments) + "\r"
     return text.encode("utf-8")
 

@@ -43,7 +43,13 @@ from schemas.alerts import AlertEvent, AlertPhase, AlertPriority
 from schemas.deadletter import DeadLetter
 from schemas.topics import TopicRegistry
 from services.acm.delivery import Backoff, DeliveryWatchdog, delivery_alert
-from services.acm.oru_r40 import AckReply, ReporterIdentity, build_oru_r40, parse_ack
+from services.acm.oru_r40 import (
+    AckReply,
+    ReporterIdentity,
+    build_oru_r40,
+    build_watchdog,
+    parse_ack,
+)
 from services.alerts_tail import AlertFilter
 from services.ingest.mllp import MllpDecoder, MllpError, encode_frame
 from services.kafka_io import reliable_producer
@@ -53,6 +59,7 @@ log = logging.getLogger(__name__)
 DEAD_LETTER_SOURCE = "acm.send"
 _LABEL = ("destination",)
 SENT = Counter("vigil_acm_messages_sent_total", "ORU^R40 transmissions (resends too)", _LABEL)
+KEEPALIVES = Counter("vigil_acm_keepalives_sent_total", "Watchdog ORU^R40 sent while idle", _LABEL)
 ACKED = Counter("vigil_acm_messages_acked_total", "Messages the receiver committed", _LABEL)
 RETRIES = Counter(
     "vigil_acm_retries_total", "Resends after no ACK, a negative ACK or a lost connection", _LABEL
@@ -97,6 +104,7 @@ class SenderConfig:
     max_frame_bytes: int = 1024 * 1024
     alert_filter: AlertFilter = field(default_factory=AlertFilter)
     site: str | None = None  # the site of the delivery alarm
+    keepalive_s: float = 0.0  # idle this long -> a watchdog ORU^R40 (0: never)
 
     @property
     def destination(self) -> str:
@@ -184,12 +192,17 @@ class AcmSender:
         self._stop: Callable[[], bool] = lambda: False
         self._paused = False
         self._kept = 0.0
+        self._delivering = False
+        self.keepalives = 0
+        self._keepalive_failures = 0
+        self.next_keepalive = self.started + config.keepalive_s
         dest = config.destination
         self.m_sent, self.m_acked = SENT.labels(dest), ACKED.labels(dest)
         self.m_retries, self.m_naks = RETRIES.labels(dest), NAKS.labels(dest)
         self.m_pending, self.m_since = PENDING.labels(dest), SINCE_ACK.labels(dest)
         self.m_alarm, self.m_dead = ALARM.labels(dest), DEAD.labels(dest)
         self.m_skipped = SKIPPED.labels(dest)
+        self.m_keepalives = KEEPALIVES.labels(dest)
 
     # -- main loop -------------------------------------------------------------------
 
@@ -204,6 +217,8 @@ class AcmSender:
                     break
                 batches = self.consumer.poll(timeout_ms=200)
                 self.tick()
+                if not batches and self.config.keepalive_s and self.clock() >= self.next_keepalive:
+                    self.keepalive()
                 for tp, records in batches.items():
                     for record in records:
                         if should_stop() or not self.handle(record):
@@ -235,12 +250,19 @@ class AcmSender:
 
     def deliver(self, payload: bytes, control_id: str) -> bool:
         """Send until the receiver commits it; False only when stopped first."""
+        self._delivering = True
+        try:
+            return self._deliver(payload, control_id)
+        finally:
+            self._delivering = False
+
+    def _deliver(self, payload: bytes, control_id: str) -> bool:
         self.watchdog.message_pending(self.clock())
         self.m_pending.set(1)
         attempt = 0
         while not self._stop():
             try:
-                reply = self.attempt(payload, control_id)
+                reply = self.attempt(payload, control_id, self.m_sent)
             except (OSError, DeliveryError) as exc:
                 self.disconnect()
                 problem = str(exc) or type(exc).__name__
@@ -249,6 +271,8 @@ class AcmSender:
                     self.m_acked.inc()
                     self.watchdog.acked(self.clock())
                     self.m_pending.set(0)
+                    self.next_keepalive = self.clock() + self.config.keepalive_s
+                    self._keepalive_failures = 0
                     self.tick()
                     return True
                 self.m_naks.inc()
@@ -267,11 +291,47 @@ class AcmSender:
             self.wait(delay)
         return False
 
-    def attempt(self, payload: bytes, control_id: str) -> AckReply:
-        """One transmission and the wait for its ACK (replies to other messages skipped)."""
+    def keepalive(self) -> None:
+        """One watchdog message (Draeger's PCD04_watchdog layout) while idle. Any ACK,
+        even a negative one, shows the receiver is there; no ACK leaves the watchdog
+        waiting (so an outage is signalled before the next alert) and retries later."""
+        now = self.clock()
+        self.watchdog.message_pending(now)
+        self.keepalives += 1
+        control_id = f"keepalive-{self.reporter.eui64}-{self.keepalives}"
+        payload = build_watchdog(
+            self.reporter,
+            now=self.wall_clock(),
+            control_id=control_id,
+            counter=self.keepalives,
+            confirm_timeout_s=self.config.ack_timeout_s,
+            site=self.config.site,
+        )
+        try:
+            self.attempt(payload, control_id, self.m_keepalives)
+        except (OSError, DeliveryError) as exc:
+            self.disconnect()
+            self._keepalive_failures += 1
+            delay = self.backoff.delay(self._keepalive_failures)
+            self.next_keepalive = self.clock() + delay
+            log.warning(
+                "%s: keep-alive not acknowledged (%s); next in %.1f s",
+                self.config.destination,
+                str(exc) or type(exc).__name__,
+                delay,
+            )
+            return
+        self._keepalive_failures = 0
+        self.watchdog.acked(self.clock())
+        self.next_keepalive = self.clock() + self.config.keepalive_s
+        self.tick()
+
+    def attempt(self, payload: bytes, control_id: str, sent: Any) -> AckReply:
+        """One transmission (counted in ``sent``) and the wait for its ACK (replies to
+        other messages skipped)."""
         conn = self.connect()
         conn.send(payload)
-        self.m_sent.inc()
+        sent.inc()
         deadline = self.clock() + self.config.ack_timeout_s
         while not self._stop():
             left = deadline - self.clock()
@@ -363,7 +423,7 @@ class AcmSender:
                 dog.mark_cleared()
                 self.m_alarm.set(0)
                 log.warning("%s: %s", self.config.destination, event.explanation[0])
-        self.keep_group(waiting=dog.pending_since is not None)
+        self.keep_group(waiting=self._delivering)
 
     alarm_event: AlertEvent
 

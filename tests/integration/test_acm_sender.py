@@ -380,6 +380,46 @@ def test_receiver_stops_acking_then_goes_away_raises_the_delivery_alarm_and_lose
     assert metric("vigil_acm_pending_messages", destination) == 0
 
 
+def test_an_idle_sender_keeps_the_link_watched_with_keepalives(
+    stack: Stack, manager: AlertManager
+) -> None:
+    config = SenderConfig(
+        host="127.0.0.1",
+        port=manager.port,
+        ack_timeout_s=0.3,
+        connect_timeout_s=0.3,
+        backoff_base_s=0.1,
+        backoff_cap_s=0.3,
+        watchdog_s=1.0,
+        keepalive_s=0.3,
+    )
+    destination = config.destination
+    sender = RunningSender(stack, config, f"acm-{uuid.uuid4().hex[:8]}")
+    try:
+        wait_until(lambda: len(manager.control_ids()) >= 3, 15, "three keep-alives")
+        assert all(i.startswith("keepalive-") for i in manager.control_ids())
+        first = decode_message(manager.frames[0])
+        assert [s.raw(3) for s in first.segments if s.name == "OBX"][2].startswith("196614^")
+        assert metric("vigil_acm_delivery_alarm_active", destination) == 0
+        # the receiver disappears while no alert waits: signalled all the same
+        manager.go_down()
+        gone = time.monotonic()
+        wait_until(lambda: metric("vigil_acm_delivery_alarm_active", destination) == 1, 10, "x")
+        raise_s = time.monotonic() - gone
+        print(f"\nidle: delivery alarm {raise_s:.2f} s after the receiver went away (limit 1 s)")
+        assert raise_s < config.watchdog_s + config.keepalive_s + 2.0
+        manager.come_back()
+        wait_until(lambda: metric("vigil_acm_delivery_alarm_active", destination) == 0, 10, "end")
+        # the alarm's start and end are alerts: they reach the receiver once it is back
+        wait_until(lambda: len(delivery_alarms(stack)) == 2, 10, "start and end on the topic")
+        alarm_ids = {a.event_id for a in delivery_alarms(stack)}
+        wait_until(lambda: alarm_ids <= set(manager.control_ids()), 10, "alarm events delivered")
+    finally:
+        sender.stop()
+    assert metric("vigil_acm_messages_sent_total", destination) >= 2
+    assert metric("vigil_acm_keepalives_sent_total", destination) >= 4
+
+
 def test_cli_send_filters_by_site_and_priority_and_stops_after_max(
     stack: Stack, manager: AlertManager
 ) -> None:

@@ -324,3 +324,34 @@ def test_parse_ack_reads_the_draeger_ack_and_ours() -> None:
 def test_parse_ack_refuses_what_is_not_an_ack(payload: bytes) -> None:
     with pytest.raises(ValueError, match=r"HL7|MSA"):
         parse_ack(payload)
+
+
+# --- the keep-alive (watchdog) message ---------------------------------------------------
+
+
+def test_keepalive_mirrors_the_draeger_watchdog_message(draeger_watchdog: RawMessage) -> None:
+    from services.acm.oru_r40 import build_watchdog
+
+    ours = decode_message(
+        build_watchdog(
+            REPORTER, now=NOW, control_id="keepalive-1", counter=830, confirm_timeout_s=5
+        )
+    )
+    theirs = draeger_watchdog
+    assert [s.name for s in ours.segments] == [s.name for s in theirs.segments]
+    assert ours.segments[0].raw(9) == theirs.segments[0].raw(9) == "ORU^R40^ORU_R40"
+    assert ours.segments[0].raw(21) == theirs.segments[0].raw(21)
+    assert ours.segments[3].raw(4) == theirs.segments[3].raw(4)
+    assert ours.comps(ours.segments[3].raw(3))[0] == theirs.comps(theirs.segments[3].raw(3))[0]
+    for o, t in zip(obx(ours), obx(theirs), strict=True):
+        assert (o.raw(1), o.raw(2), o.raw(3), o.raw(11)) == (
+            t.raw(1),
+            t.raw(2),
+            t.raw(3),
+            t.raw(11),
+        )
+        if o.raw(1) not in ("4",):  # Draeger's source is a placeholder (MDC_TODO)
+            assert o.raw(5) == t.raw(5), f"OBX {o.raw(1)}"
+        assert o.raw(6) == t.raw(6)
+    assert ours.comps(obx(ours)[3].raw(5))[0] == theirs.comps(obx(theirs)[3].raw(5))[0] == "69837"
+    assert ours.text(ours.segments[1], 3) == ""  # about no patient
