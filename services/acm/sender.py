@@ -504,8 +504,12 @@ class AcmSender:
     def maybe_commit(self, force: bool = False) -> None:
         if not force and self.clock() - self.last_commit < self.config.commit_interval_s:
             return
-        todo = {tp: o for tp, o in self.done.items() if self.committed.get(tp) != o}
         self.last_commit = self.clock()
+        owned = self.consumer.assignment()
+        for tp in [tp for tp in self.done if tp not in owned]:  # revoked: another member's now
+            del self.done[tp]
+            self.committed.pop(tp, None)
+        todo = {tp: o for tp, o in self.done.items() if self.committed.get(tp) != o}
         if not todo:
             return
         try:
