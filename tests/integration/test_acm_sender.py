@@ -438,12 +438,6 @@ def test_cli_send_filters_by_site_and_priority_and_stops_after_max(
     assert sorted(manager.control_ids()) == sorted(a.event_id for a in wanted)
 
 
-def test_cli_send_refuses_a_bad_destination() -> None:
-    result = CliRunner().invoke(acm_group, ["send", "--to", "nohostport"])
-    assert result.exit_code == 2
-    assert "HOST:PORT" in result.output
-
-
 def test_alerts_tail_filters_and_a_group_resumes_where_it_stopped(stack: Stack) -> None:
     events = [map_low(p, 0) for p in range(1, 13)]
     publish(stack, list(events))
