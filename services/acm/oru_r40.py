@@ -122,7 +122,9 @@ def _evt(kind: tuple[str, str, str], source: Quantity | None = None) -> EventCod
 
 RULE_EVENT_CODES: dict[str, EventCode] = {
     # Limit alarms: a measured quantity below / above its threshold (MDC_EVT_LO / _HI,
-    # IEEE 11073-10101 partition 3; the parameter goes in the alert source OBX).
+    # IEEE 11073-10101 partition 3; the parameter goes in the alert source OBX). Term
+    # codes as listed in the FHIR R6 DeviceAlert condition value set (196648 MDC_EVT_HI,
+    # 196670 MDC_EVT_LO); not checked against the IEEE nomenclature text itself.
     "perfusion.map_low": _evt(_LO, Quantity.ABP_MEAN),
     "perfusion.map_low_cuff": _evt(_LO, Quantity.NBP_MEAN),
     "perfusion.lactate_high": _evt(_HI, Quantity.LACTATE),
