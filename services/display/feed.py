@@ -9,9 +9,11 @@ every partition itself (no consumer group): each display shows the whole unit.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -23,12 +25,44 @@ from schemas.alerts import AlertAck, AlertEvent
 from schemas.context import ContextEvent
 from schemas.derived import FeatureSnapshot, RiskScore
 from schemas.topics import TopicRegistry
-from services.display.state import UnitState
+from services.display.state import TREND_SERIES, UnitState
 from services.kafka_io import reliable_producer
 
 log = logging.getLogger(__name__)
 
 FOLLOWED = ("context", "features", "risk", "alerts", "alerts.ack")
+
+_HEAD = re.compile(rb'"patient_id":"([^"]+)","computed_at":"([^"]+)"')
+_TREND_VALUE = re.compile(
+    rb'"(' + b"|".join(re.escape(n.encode()) for n, _l, _u in TREND_SERIES) + rb')":\{"value":'
+    rb"(null|-?[0-9][0-9.eE+-]*)"
+)
+
+
+def trend_values(raw: bytes) -> dict[str, float | None] | None:
+    """The trend features of a serialised snapshot, without decoding all of it.
+
+    None when the bytes do not look like ``FeatureSnapshot.model_dump_json()`` output
+    (the caller then decodes the whole record).
+
+    >>> trend_values(b'{"features":{"map_mmhg":{"value":61.5,"unit":"mm[Hg]"},'
+    ...              b'"spo2_pct":{"value":null,"unit":"%"}}}')
+    {'map_mmhg': 61.5, 'spo2_pct': None}
+    """
+    found = {
+        m.group(1).decode(): None if m.group(2) == b"null" else float(m.group(2))
+        for m in _TREND_VALUE.finditer(raw)
+    }
+    return found or None
+
+
+@dataclass
+class _Pending:
+    """The newest read-back snapshot of a patient's current minute (not decoded yet)."""
+
+    minute: int
+    at: datetime
+    raw: bytes
 
 
 class KafkaFeed:
@@ -58,13 +92,54 @@ class KafkaFeed:
         self._thread: threading.Thread | None = None
         names = {registry.name(base): base for base in FOLLOWED}
         self._base_of = names
+        self._pending: dict[str, _Pending] = {}
         self._producer_lock = threading.Lock()
         self._producer: Any = None
 
     # ---- consuming ----------------------------------------------------------------
 
+    def _read_back_features(self, value: bytes) -> bool:
+        """While catching up, decode one snapshot per patient-minute, trends only.
+
+        A 24-h read-back of 200 beds is up to 1.7 million snapshots of ~6 KB; decoding
+        each (~0.4 ms) would take minutes. Only the newest of each minute feeds the
+        trend (by a targeted scan), and only the newest per patient is decoded in full
+        (at catch-up). Returns False when the record must be decoded normally.
+        """
+        head = _HEAD.search(value, 0, 300)
+        if head is None:
+            return False
+        patient_id = head.group(1).decode()
+        at = datetime.fromisoformat(head.group(2).decode().replace("Z", "+00:00"))
+        minute = int(at.timestamp() // 60)
+        pending = self._pending.get(patient_id)
+        if pending is not None and pending.minute != minute:
+            self._flush_trend(patient_id, pending)
+        if pending is None or pending.minute != minute or at >= pending.at:
+            self._pending[patient_id] = _Pending(minute, at, value)
+        return True
+
+    def _flush_trend(self, patient_id: str, pending: _Pending) -> None:
+        values = trend_values(pending.raw)
+        if values is None:
+            self.state.apply_features(FeatureSnapshot.model_validate_json(pending.raw))
+        else:
+            self.state.record_trend(patient_id, pending.at, values)
+
+    def _finish_read_back(self) -> None:
+        """Caught up: the newest snapshot of every patient is decoded for its tile."""
+        for pending in self._pending.values():
+            try:
+                self.state.apply_features(FeatureSnapshot.model_validate_json(pending.raw))
+            except ValidationError as exc:
+                self.invalid += 1
+                log.warning("display: skipped a bad features record: %s", exc)
+        self._pending.clear()
+
     def _apply(self, base: str, value: bytes) -> None:
         state = self.state
+        if base == "features" and not self.caught_up.is_set() and self._read_back_features(value):
+            return
         if base == "features":
             state.apply_features(FeatureSnapshot.model_validate_json(value))
         elif base == "alerts":
@@ -140,6 +215,8 @@ class KafkaFeed:
 
     def _check_caught_up(self, consumer: KafkaConsumer) -> None:
         if all(consumer.position(tp) >= end for tp, end in self._ends.items()):
+            with self.lock:
+                self._finish_read_back()
             self.caught_up.set()
 
     def start(self) -> None:

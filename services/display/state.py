@@ -134,6 +134,7 @@ class Alarm:
             "alert_id": self.alert_id,
             "patient_id": self.patient_id,
             "bed": last.bed,
+            "care_unit": last.care_unit,
             "priority": last.priority.value,
             "kind": last.kind,
             "rule_id": last.rule_id,
@@ -281,6 +282,10 @@ class UnitState:
         }
         bed.record_trend(snapshot.computed_at, values)
 
+    def record_trend(self, patient_id: str, at: datetime, values: dict[str, float | None]) -> None:
+        """A trend point only (a read-back snapshot that is not the newest)."""
+        self._bed(patient_id).record_trend(at, values)
+
     def apply_risk(self, risk: RiskScore) -> bool:
         bed = self._bed(risk.patient_id)
         bed.record_trend(risk.computed_at, {"risk": risk.probability})
@@ -357,8 +362,19 @@ class UnitState:
         return sorted(found, key=Alarm.sort_key)
 
     def alarm_list(self) -> list[dict[str, Any]]:
-        """Active alarms, high before medium before low, newest first within a priority."""
-        return [a.view() for a in self.active_alarms()]
+        """Active alarms, high before medium before low, newest first within a priority.
+
+        The bed and unit come from ADT (the patient may have moved since the alert).
+        """
+        rows = []
+        for alarm in self.active_alarms():
+            row = alarm.view()
+            bed = self.beds.get(alarm.patient_id)
+            if bed is not None:
+                row["bed"] = bed.bed or row["bed"]
+                row["care_unit"] = bed.care_unit or alarm.latest.care_unit
+            rows.append(row)
+        return rows
 
     def bed_order(self) -> list[str]:
         shown = [b for b in self.beds.values() if not b.discharged]

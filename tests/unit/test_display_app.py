@@ -305,3 +305,29 @@ def test_one_coalesced_update_per_tick_carries_only_changed_tiles() -> None:
     assert update["alarms"][0]["alert_id"] == "x"
     assert "order" not in update
     assert hub.tick() is None
+
+
+def test_vigil_display_refuses_to_start_without_a_secret_outside_development(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from click.testing import CliRunner
+
+    from services.cli_display import display_group
+
+    for name in ("VIGIL_ENV", "VIGIL_DISPLAY_SECRET", "VIGIL_DISPLAY_USERS"):
+        monkeypatch.delenv(name, raising=False)
+    result = CliRunner().invoke(display_group, ["--port", "0"])
+    assert result.exit_code == 1
+    assert "VIGIL_DISPLAY_SECRET is not set" in result.output
+
+
+def test_vigil_display_hash_password_prints_a_verifiable_hash() -> None:
+    from click.testing import CliRunner
+
+    from services.cli_display import display_group
+
+    result = CliRunner().invoke(
+        display_group, ["hash-password"], input="long enough pw\nlong enough pw\n"
+    )
+    assert result.exit_code == 0, result.output
+    assert verify_password("long enough pw", result.output.strip().splitlines()[-1])

@@ -196,3 +196,29 @@ def test_changes_are_coalesced_until_taken() -> None:
     assert unit.take_changes() == (set(), False)
     unit.apply_alert(make_alert("a", "p2", "medium", T0))
     assert unit.take_changes() == ({"p2"}, True)
+
+
+def test_read_back_decodes_one_snapshot_per_minute_yet_gives_the_same_trends_and_tiles() -> None:
+    import threading
+
+    from schemas.topics import TopicRegistry
+    from services.display.feed import KafkaFeed
+
+    records = [
+        snapshot(pid, T0 + timedelta(seconds=s), map_mmhg=55 + s % 13, rso2_left_pct=None)
+        for s in range(0, 3 * 3600, 10)
+        for pid in ("p1", "p2")
+    ]
+    decoded = UnitState()
+    for record in records:
+        decoded.apply_features(record)
+    read_back = UnitState()
+    feed = KafkaFeed("unused:9092", TopicRegistry(), read_back, threading.Lock())
+    for record in records:
+        feed._apply("features", record.model_dump_json().encode())
+    assert read_back.beds["p1"].snapshot is None  # nothing decoded in full yet
+    feed._finish_read_back()
+    for pid in ("p1", "p2"):
+        assert read_back.tile(pid) == decoded.tile(pid)
+        assert read_back.patient_detail(pid, 6) == decoded.patient_detail(pid, 6)
+    assert len(read_back.beds["p1"].trend) == 3 * 60

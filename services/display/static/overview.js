@@ -7,7 +7,10 @@
   const status = document.getElementById("ack-status");
   const tiles = new Map(); // patient id -> tile element
   const firstSeen = (window.vigilFirstSeen = window.vigilFirstSeen || {}); // alert id -> ms epoch
-  window.vigilRender = { updates: 0, lastMs: 0, maxMs: 0, tiles: 0 };
+  window.vigilRender = { updates: 0, lastMs: 0, maxMs: 0, fullMs: 0, tiles: 0, tilesRendered: 0 };
+  const unitSel = document.getElementById("unit");
+  const units = new Map(); // patient id -> care unit
+  let unitFilter = new URLSearchParams(location.search).get("unit") || "";
   let sound = false;
   let audio = null;
 
@@ -23,9 +26,29 @@
   }
   function renderTile(t) {
     const el = tileEl(t.patient_id);
-    el.className = V.tileClass(t);
+    const html = V.tileHtml(t);
+    const cls = V.tileClass(t);
+    units.set(t.patient_id, t.care_unit || "");
+    el.hidden = !!unitFilter && units.get(t.patient_id) !== unitFilter;
+    if (el._html === html && el.className === cls) return; // unchanged: no DOM work
+    el._html = html;
+    el.className = cls;
     el.setAttribute("aria-label", `Bed ${t.bed}` + (t.alarm ? `, ${t.alarm.priority} alarm: ${t.alarm.title}` : ", no active alarm"));
-    el.innerHTML = V.tileHtml(t);
+    el.innerHTML = html;
+    window.vigilRender.tilesRendered += 1;
+  }
+  function refreshUnits() {
+    const known = [...new Set(units.values())].filter((u) => u).sort();
+    const current = [...unitSel.options].slice(1).map((o) => o.value);
+    if (known.join("|") === current.join("|")) return;
+    unitSel.replaceChildren(new Option("all units", ""), ...known.map((u) => new Option(u, u)));
+    unitSel.value = unitFilter;
+  }
+  function applyFilter() {
+    for (const [pid, el] of tiles) el.hidden = !!unitFilter && units.get(pid) !== unitFilter;
+    for (const li of list.children) li.hidden = !!unitFilter && li.dataset.careUnit !== unitFilter;
+    const shown = [...tiles.values()].filter((el) => !el.hidden).length;
+    document.getElementById("summary").textContent = unitFilter ? `${shown} of ${tiles.size} beds` : `${tiles.size} beds`;
   }
   function applyOrder(order) {
     const keep = new Set(order);
@@ -33,7 +56,6 @@
     const frag = document.createDocumentFragment();
     for (const pid of order) frag.appendChild(tileEl(pid));
     grid.appendChild(frag); // re-appending moves existing nodes into order
-    document.getElementById("summary").textContent = `${order.length} beds`;
   }
 
   function alarmRow(a) {
@@ -42,6 +64,8 @@
     li.className = `alarm pri-row ${a.priority}${a.kind === "technical" ? " technical" : ""}${acked ? " acked" : " unacked"}${a.priority === "high" && !acked ? " flashing" : ""}`;
     li.dataset.alertId = a.alert_id;
     li.dataset.priority = a.priority;
+    li.dataset.careUnit = a.care_unit || "";
+    li.hidden = !!unitFilter && li.dataset.careUnit !== unitFilter;
     li.dataset.seenAt = String(firstSeen[a.alert_id]);
     const ackText = acked ? `acknowledged by ${V.esc(a.acknowledged_by)} ${V.time(a.acknowledged_at)}${a.ack_confirmed ? "" : " (sent)"}` : "unacknowledged";
     li.innerHTML =
@@ -100,24 +124,28 @@
     } catch (e) { /* no audio device: the visual alarm remains */ }
   }
 
-  function measure(fn) {
+  function measure(full, fn) {
     const t0 = performance.now();
     fn();
+    refreshUnits();
+    applyFilter();
     const ms = performance.now() - t0;
     const r = window.vigilRender;
-    r.updates += 1; r.lastMs = ms; r.maxMs = Math.max(r.maxMs, ms); r.tiles = tiles.size;
+    if (full) r.fullMs = ms;
+    else { r.updates += 1; r.lastMs = ms; r.maxMs = Math.max(r.maxMs, ms); }
+    r.tiles = tiles.size;
   }
 
   V.connect({
     full(data) {
-      measure(() => {
+      measure(true, () => {
         applyOrder(data.order);
         for (const pid of data.order) renderTile(data.beds[pid]);
         renderAlarms(data.alarms);
       });
     },
     delta(data) {
-      measure(() => {
+      measure(false, () => {
         if (data.order) applyOrder(data.order);
         for (const t of Object.values(data.beds)) if (tiles.has(t.patient_id)) renderTile(t);
         if (data.alarms) renderAlarms(data.alarms);
@@ -131,6 +159,13 @@
     soundBtn.textContent = sound ? "Sound on" : "Sound off";
     soundBtn.setAttribute("aria-pressed", String(sound));
     if (sound) { audio = audio || new AudioContext(); }
+  });
+  unitSel.addEventListener("change", () => {
+    unitFilter = unitSel.value;
+    const url = new URL(location.href);
+    if (unitFilter) url.searchParams.set("unit", unitFilter); else url.searchParams.delete("unit");
+    history.replaceState(null, "", url);
+    applyFilter();
   });
   const densityBtn = document.getElementById("density");
   densityBtn.addEventListener("click", () => {
