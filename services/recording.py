@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
 from schemas.alerts import AlertAck, AlertEvent
 from schemas.annotations import GroundTruth
@@ -489,17 +489,57 @@ def payload_event_time(payload: BaseModel) -> datetime | None:
     return None
 
 
+_EVENT_TIME_FIELD = {
+    "context": "observed_at",
+    "alerts": "triggered_at",
+    "features": "computed_at",
+    "risk": "computed_at",
+    "groundtruth": "onset",
+    "alerts.ack": "at",
+    "deadletter": "received_at",
+}
+_OBSERVATION_TOPICS = frozenset({"vitals", "nirs", "crrt", "labs"})
+
+
 def event_time_of(topic: str, value: bytes | None) -> int | None:
-    """Event time (µs) of a record value, None when it is not a valid payload of its topic."""
-    model = payload_model(topic)
-    if model is None or value is None:
+    """Event time (µs) of a record value, None when the value does not carry one.
+
+    The same time as :func:`payload_event_time` of the validated payload (an observation
+    message's latest ``observed_at``), read from the JSON without validating it: ~10x
+    faster, so the recorder keeps up with the topics.
+
+    >>> event_time_of("vitals", b'{"measurements": [{"observed_at": "2025-01-01T00:00:02Z"},'
+    ...     b' {"observed_at": "2025-01-01T00:00:01Z"}]}') == to_us(datetime(2025, 1, 1, 0, 0,
+    ...     2, tzinfo=UTC))
+    True
+    >>> event_time_of("vitals", b"not json") is None
+    True
+    """
+    if value is None:
         return None
     try:
-        payload = model.model_validate_json(value)
-    except ValidationError:
+        obj = orjson.loads(value)
+        if topic in _OBSERVATION_TOPICS:
+            times = [datetime.fromisoformat(m["observed_at"]) for m in obj["measurements"]]
+            at = max(times)
+        elif topic in _EVENT_TIME_FIELD:
+            at = datetime.fromisoformat(obj[_EVENT_TIME_FIELD[topic]])
+        else:
+            return None
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
         return None
-    at = payload_event_time(payload)
-    return to_us(at) if at is not None else None
+    if at.tzinfo is None:
+        return None
+    return to_us(at)
+
+
+def utc_text(at: datetime) -> str:
+    """A UTC time as the payloads write it (pydantic's JSON form).
+
+    >>> utc_text(datetime(2026, 1, 2, 3, 4, 5, 6000, tzinfo=UTC))
+    '2026-01-02T03:04:05.006000Z'
+    """
+    return at.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def _shifted(data: Any, delta: timedelta) -> Any:
@@ -522,8 +562,10 @@ def rewrite_value(
     """The payload with every timestamp moved by ``shift`` and ``received_at`` restamped.
 
     Every datetime field of the payload's model moves (observation, period start,
-    condition-since...), so intervals inside a message are kept. Raises ValueError when
-    ``value`` is not a valid payload of ``topic`` (it cannot be shifted safely).
+    condition-since...), so intervals inside a message are kept: the payload is validated
+    and re-serialised (~5k records/s). Without a shift only ``received_at`` is rewritten,
+    in the JSON itself. Raises ValueError when ``value`` is not a valid payload of
+    ``topic`` (not JSON, or with a shift, not valid).
 
     >>> from datetime import UTC
     >>> v = (b'{"kind":"weight","patient_id":"p1","observed_at":"2025-01-01T00:00:00Z",'
@@ -537,6 +579,12 @@ def rewrite_value(
     model = payload_model(topic)
     if model is None:
         raise ValueError(f"unknown topic {topic!r}: no schema to shift its timestamps with")
+    if not shift:  # restamp only: edit the JSON (fast; the payload was validated upstream)
+        obj = orjson.loads(value)
+        if received_at is not None and isinstance(obj, dict) and "received_at" in obj:
+            obj["received_at"] = utc_text(received_at)
+            return orjson.dumps(obj)
+        return value
     payload = model.model_validate_json(value)
     data = payload.model_dump(mode="python")
     if shift:

@@ -216,12 +216,12 @@ def _rewritten(
             shift=stats.shift if shift_to_now else None,
             received_at=None if keep_received_at else now,
         )
-    except ValidationError as exc:
+    except ValueError as exc:  # pydantic's ValidationError and orjson's errors included
         if shift_to_now:
+            detail = exc.errors()[0].get("msg") if isinstance(exc, ValidationError) else exc
             raise ReplayError(
                 f"{record.topic}[{record.partition}] offset {record.offset}: not a valid"
-                f" {record.topic} payload, cannot shift its timestamps: "
-                f"{exc.errors()[0].get('msg')}"
+                f" {record.topic} payload, cannot shift its timestamps: {detail}"
             ) from exc
         stats.unchanged += 1
         return record.value

@@ -23,6 +23,8 @@ from services.recording import (
     event_time_of,
     from_us,
     is_recording,
+    payload_event_time,
+    payload_model,
     replay_order,
     rewrite_value,
     to_us,
@@ -110,6 +112,9 @@ def test_event_time_is_the_payloads_observation_time() -> None:
     payload = VitalSigns.model_validate_json(record.value or b"")
     assert record.event_time_us == to_us(payload.observed_at)
     assert event_time_of("vitals", b'{"not": "vitals"}') is None
+    for r in simulated(10):  # the fast JSON read agrees with the validated payload's time
+        at = payload_event_time(payload_model(r.topic).model_validate_json(r.value or b""))
+        assert r.event_time_us == (to_us(at) if at is not None else None)
     assert event_time_of("no-such-topic", record.value) is None
 
 
@@ -194,6 +199,10 @@ def test_shift_moves_every_timestamp_and_restamps_received_at() -> None:
         rewrite_value("vitals", record.value or b"", shift=shift, received_at=now)
     )
     assert after.received_at == now
+    restamped = rewrite_value("vitals", record.value or b"", received_at=now)  # JSON edit only
+    assert VitalSigns.model_validate_json(restamped) == before.model_copy(
+        update={"received_at": now}
+    )
     assert [m.observed_at - shift for m in after.measurements] == [
         m.observed_at for m in before.measurements
     ]
@@ -324,3 +333,30 @@ def test_recording_lines_are_json_with_base_topic_names(tmp_path: Path) -> None:
         "labs",
     }
     assert orjson.loads(lines[-1])["end"] is True
+
+
+def test_replay_cli_recognises_a_recording_and_dry_runs_it(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from services.cli_replay import replay
+
+    records = simulated(5)
+    path = tmp_path / "r.vrec.gz"
+    write(path, records)
+    runner = CliRunner()
+    result = runner.invoke(replay, [str(path), "--dry-run"])
+    assert result.exit_code == 0, result.output
+    lines = [orjson.loads(line) for line in result.stdout.splitlines()]
+    assert len(lines) == len(records)
+    times = [event_time_of(x["topic"], orjson.dumps(x["value"])) for x in lines]
+    assert times == sorted(times)  # event-time order
+    only = runner.invoke(replay, [str(path), "--dry-run", "--patient", lines[0]["key"]])
+    assert {orjson.loads(x)["key"] for x in only.stdout.splitlines()} == {lines[0]["key"]}
+    refused = runner.invoke(replay, [str(path), "--start", "now"])
+    assert refused.exit_code == 2
+    assert "--start applies to datasets" in refused.output
+    broken = tmp_path / "broken.vrec.gz"
+    lines_file(broken, [b'{"topic": "vitals"}'])
+    failed = runner.invoke(replay, [str(broken), "--dry-run"])
+    assert failed.exit_code == 1
+    assert "broken.vrec.gz: line 2: 'partition' must be an integer" in failed.output
