@@ -150,6 +150,7 @@ def evaluate_physionet(
     from services.kafka_local import free_port, wait_for_broker
     from services.physionet_eval import (
         BrokerRun,
+        plots,
         read_topic,
         score_broker_output,
         select_files,
@@ -269,8 +270,9 @@ def evaluate_physionet(
             procs.stop(proc, timeout_s=30)
     risk_values = [v for _k, v in read_topic(run.bootstrap, registry.name("risk"))]
     feature_values = [v for _k, v in read_topic(run.bootstrap, registry.name("features"))]
-    scored = score_broker_output(files, anchors, risk_values, feature_values, threshold)
+    scored, model_rows = score_broker_output(files, anchors, risk_values, feature_values, threshold)
     figures |= scored
+    figures |= plots(model_rows, results.with_suffix(""), f"Vigil risk ({learner})")
     figures["risk_messages"] = len(risk_values)
     figures["feature_snapshots"] = len(feature_values)
     figures["total_s"] = round(time.monotonic() - started, 1)

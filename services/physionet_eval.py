@@ -380,8 +380,9 @@ def score_broker_output(
     risk_values: Sequence[bytes],
     feature_values: Sequence[bytes],
     threshold: float | None,
-) -> dict[str, Any]:
-    """Per-row figures of the risk agent and of the baselines from what the topics hold."""
+) -> tuple[dict[str, Any], RowScores]:
+    """Per-row figures of the risk agent and of the baselines from what the topics hold
+    (and the agent's per-row scores, for plots)."""
     from schemas.derived import FeatureSnapshot, RiskScore
 
     rows = {f.patient_id: row_times(f, anchors[f.patient_id]) for f in files}
@@ -404,7 +405,22 @@ def score_broker_output(
     out: dict[str, Any] = {"model": model.summary()}
     for name in BASELINES:
         out[name] = merge_predictions(rows, baselines[name], None).summary()
-    return out
+    return out, model
+
+
+def plots(scores: RowScores, stem: Path, title: str) -> dict[str, str]:
+    """ROC and calibration PNGs of per-row scores beside the results file."""
+    from services.report.plots import calibration_png, roc_png
+
+    y = np.concatenate(scores.labels) if scores.labels else np.zeros(0, dtype=bool)
+    s = np.concatenate(scores.scores) if scores.scores else np.zeros(0)
+    if not y.any() or y.all():
+        return {}
+    roc = stem.with_name(stem.name + "_roc.png")
+    calibration = stem.with_name(stem.name + "_calibration.png")
+    roc_png(roc, y, s, f"{title}: ROC per hour")
+    calibration_png(calibration, y, s, bins=10, title=f"{title}: calibration per hour")
+    return {"roc_png": str(roc), "calibration_png": str(calibration)}
 
 
 def wait_for_pipeline(

@@ -176,7 +176,10 @@ class RiskEngine:
         per_organ = {o: m.predict_proba_one(x) for o, m in self.organ_models.items()}
         threshold = RULE_THRESHOLD if cold else self._threshold()
         contributions: list[tuple[str, float, float | None]] = []
-        if not cold and p >= self.config.explain_min_probability and self.config.explain_top:
+        # linear: exact and cheap, always; otherwise occlusion (one prediction per input
+        # feature), only where it may be read: at or above the decision threshold
+        explain = self.model.is_linear or p >= max(threshold, self.config.explain_min_probability)
+        if not cold and explain and self.config.explain_top:
             contributions = [
                 (name, value, x.get(name))
                 for name, value in self.model.explain_one(x, top=self.config.explain_top)

@@ -126,6 +126,10 @@ class RiverRiskModel:
         ranked = sorted(by_base.items(), key=lambda kv: (-abs(kv[1]), kv[0]))
         return [(name, value) for name, value in ranked[:top] if value != 0.0]
 
+    @property
+    def is_linear(self) -> bool:
+        return self._linear_parts() is not None
+
     def _linear_parts(self) -> tuple[Any, Any] | None:
         pipeline = self.pipeline
         if isinstance(pipeline, compose.Pipeline):

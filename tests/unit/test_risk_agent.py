@@ -1,0 +1,137 @@
+"""The risk agent's record handling without Kafka, and the benchmark's row alignment."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from schemas.common import SourceInfo
+from schemas.context import Admission, ContextEvent, Discharge, OutcomeLabel
+from schemas.derived import FeatureSnapshot, FeatureValue, RiskScore
+from services.config import Settings
+from services.physionet_eval import merge_predictions
+from services.risk_agent import RiskAgent
+from streams.features.catalog import FEATURES
+from streams.risk.engine import EngineConfig
+
+T0 = datetime(2030, 1, 1, tzinfo=UTC)
+SRC = SourceInfo(adapter="test", device_id="t")
+
+
+def snapshot(pid: str, hours: float, hr: float) -> bytes:
+    at = T0 + timedelta(hours=hours)
+    features = {
+        name: FeatureValue(value=hr if name == "heart_rate_per_min" else None, unit=spec.unit)
+        for name, spec in FEATURES.items()
+    }
+    snap = FeatureSnapshot(
+        patient_id=pid,
+        computed_at=at,
+        features=features,
+        organs={},
+        sofa_known_organs=0,
+        completeness={},
+    )
+    return snap.model_dump_json().encode()
+
+
+def context(event: object) -> bytes:
+    return ContextEvent(event).model_dump_json().encode()
+
+
+def agent(tmp_path: Path) -> RiskAgent:
+    return RiskAgent(
+        Settings(),
+        EngineConfig(outcome="sepsis", min_learned=1, min_positives=1),
+        tmp_path / "ck",
+    )
+
+
+def test_discharge_read_before_the_last_snapshots_waits_for_them(tmp_path: Path) -> None:
+    a = agent(tmp_path)
+    a.handle_context(
+        0,
+        context(
+            Admission(patient_id="p1", observed_at=T0, received_at=T0, source=SRC, age_years=70)
+        ),
+    )
+    # the replay's context arrives before the worker's snapshots of the same hours
+    for h in (1, 2, 3):
+        at = T0 + timedelta(hours=h)
+        a.handle_context(
+            0,
+            context(
+                OutcomeLabel(
+                    patient_id="p1",
+                    observed_at=at,
+                    received_at=at,
+                    source=SRC,
+                    outcome="sepsis",
+                    label=h == 3,
+                    label_source="t",
+                )
+            ),
+        )
+    end = T0 + timedelta(hours=3)
+    a.handle_context(
+        0, context(Discharge(patient_id="p1", observed_at=end, received_at=end, source=SRC))
+    )
+    scores = [a.handle_snapshot(0, snapshot("p1", h, 80 + 10 * h)) for h in (1, 2, 3)]
+    assert all(isinstance(s, RiskScore) for s in scores)
+    assert a.engine.model.learned == 0  # the discharge is still held: nothing learned yet
+    x = a.engine.patients["p1"].features.vector(end.timestamp())
+    assert x["age_years"] == 70
+    assert x["hours_since_admission"] == 3
+    # a snapshot of another patient of the partition, later in event time, releases it
+    a.handle_snapshot(0, snapshot("p2", 4, 90))
+    assert a.engine.model.learned == 3
+    assert "p1" not in a.engine.patients
+
+
+def test_idle_flush_releases_held_context(tmp_path: Path) -> None:
+    a = agent(tmp_path)
+    a.handle_snapshot(1, snapshot("p9", 1, 100))
+    a.handle_context(
+        1,
+        context(
+            OutcomeLabel(
+                patient_id="p9",
+                observed_at=T0 + timedelta(hours=1),
+                received_at=T0,
+                source=SRC,
+                outcome="sepsis",
+                label=True,
+                label_source="t",
+            )
+        ),
+    )
+    end = T0 + timedelta(hours=1)
+    a.handle_context(
+        1, context(Discharge(patient_id="p9", observed_at=end, received_at=end, source=SRC))
+    )
+    assert a.engine.model.learned == 0
+    a.flush_held()
+    assert a.engine.model.learned == 1
+
+
+def test_checkpoint_round_trip_through_the_agent(tmp_path: Path) -> None:
+    a = agent(tmp_path)
+    a.handle_snapshot(0, snapshot("p1", 1, 100))
+    a.engine.positions["features:0"] = 7
+    a.save()
+    b = agent(tmp_path)
+    assert b.engine.positions == {"features:0": 7}
+    assert b.engine.model_version == a.engine.model_version
+    assert "p1" in b.engine.patients
+
+
+def test_each_row_takes_the_last_prediction_before_the_next_row() -> None:
+    hour = 3600.0
+    rows = {"p": ([0.0, hour, 2 * hour], [False, False, True])}
+    preds = {"p": [(0.0, 0.1, 0.5), (10.0, 0.2, 0.5), (2 * hour + 5, 0.9, 0.5)]}
+    scores = merge_predictions(rows, preds, None)
+    assert list(scores.scores[0]) == [0.2, 0.0, 0.9]  # no prediction in hour 1
+    assert list(scores.decisions[0]) == [False, False, True]
+    assert scores.rows_without_prediction == 1
+    fixed = merge_predictions(rows, preds, threshold=0.15)
+    assert list(fixed.decisions[0]) == [True, False, True]
