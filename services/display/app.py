@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
-import json
 import logging
 import secrets
 import threading
@@ -29,6 +28,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
 
+import orjson
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -146,8 +146,7 @@ class Hub:
 
 
 def _sse(event: str, data: Any) -> bytes:
-    payload = json.dumps(data, separators=(",", ":"), allow_nan=False)
-    return f"event: {event}\ndata: {payload}\n\n".encode()
+    return b"event: " + event.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
 
 
 class SecurityHeaders:

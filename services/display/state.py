@@ -126,6 +126,17 @@ class Alarm:
         """Priority first, then the most recent first."""
         return PRIORITY_RANK[self.latest.priority.value], -self.began_at.timestamp()
 
+    def badge(self) -> dict[str, Any]:
+        """What a bed tile shows of its highest alarm."""
+        last = self.latest
+        return {
+            "alert_id": self.alert_id,
+            "priority": last.priority.value,
+            "kind": last.kind,
+            "title": last.title,
+            "acknowledged_by": self.acknowledged_by,
+        }
+
     def view(self) -> dict[str, Any]:
         """The alarm list row (JSON-ready)."""
         last = self.latest
@@ -199,8 +210,13 @@ class Bed:
     site: str | None = None
     discharged: bool = False
     snapshot: FeatureSnapshot | None = None
-    risk: RiskScore | None = None
+    risks: dict[str, RiskScore] = field(default_factory=dict)  # newest per outcome
     trend: OrderedDict[int, dict[str, float | None]] = field(default_factory=OrderedDict)
+
+    @property
+    def risk(self) -> RiskScore | None:
+        """The highest current risk over the outcomes the risk agent predicts."""
+        return max(self.risks.values(), key=lambda r: r.probability, default=None)
 
     def record_trend(self, at: datetime, values: dict[str, float | None]) -> None:
         """Keep the last value per minute of event time for 24 h."""
@@ -235,6 +251,7 @@ class UnitState:
     def __init__(self) -> None:
         self.beds: dict[str, Bed] = {}
         self.alarms: dict[str, Alarm] = {}
+        self._alarms_of: dict[str, set[str]] = {}  # patient id -> alert ids
         self.audit: deque[AlertAck] = deque(maxlen=MAX_AUDIT)
         self._seen: OrderedDict[str, None] = OrderedDict()
         self._dirty_beds: set[str] = set()
@@ -287,11 +304,15 @@ class UnitState:
         self._bed(patient_id).record_trend(at, values)
 
     def apply_risk(self, risk: RiskScore) -> bool:
+        """A risk score; with several outcomes the tile and trend show the highest."""
         bed = self._bed(risk.patient_id)
-        bed.record_trend(risk.computed_at, {"risk": risk.probability})
-        if bed.risk is not None and risk.computed_at < bed.risk.computed_at:
+        known = bed.risks.get(risk.outcome)
+        if known is not None and risk.computed_at < known.computed_at:
             return False
-        bed.risk = risk
+        bed.risks[risk.outcome] = risk
+        highest = bed.risk
+        assert highest is not None
+        bed.record_trend(risk.computed_at, {"risk": highest.probability})
         self._dirty_beds.add(risk.patient_id)
         return True
 
@@ -305,6 +326,7 @@ class UnitState:
         alarm = self.alarms.get(event.alert_id)
         if alarm is None:
             alarm = self.alarms[event.alert_id] = Alarm(event.alert_id, event.patient_id)
+            self._alarms_of.setdefault(event.patient_id, set()).add(event.alert_id)
         alarm.events.append(event)
         alarm.events.sort(key=lambda e: e.sequence)
         if len(alarm.events) > MAX_EVENTS_PER_ALERT:
@@ -343,7 +365,8 @@ class UnitState:
             if not a.active and a.latest.triggered_at < now - ENDED_KEPT
         ]
         for key in old:
-            del self.alarms[key]
+            alarm = self.alarms.pop(key)
+            self._alarms_of[alarm.patient_id].discard(key)
 
     def take_changes(self) -> tuple[set[str], bool]:
         """(beds whose tile changed, whether the alarm list changed) since the last call."""
@@ -354,12 +377,12 @@ class UnitState:
     # ---- reading ------------------------------------------------------------------
 
     def active_alarms(self, patient_id: str | None = None) -> list[Alarm]:
-        found = [
-            a
-            for a in self.alarms.values()
-            if a.active and (patient_id is None or a.patient_id == patient_id)
-        ]
-        return sorted(found, key=Alarm.sort_key)
+        """Active alarms (of one patient, or all), in the alarm list's order."""
+        if patient_id is None:
+            candidates: Iterable[Alarm] = self.alarms.values()
+        else:
+            candidates = (self.alarms[k] for k in self._alarms_of.get(patient_id, ()))
+        return sorted((a for a in candidates if a.active), key=Alarm.sort_key)
 
     def alarm_list(self) -> list[dict[str, Any]]:
         """Active alarms, high before medium before low, newest first within a priority.
@@ -416,7 +439,7 @@ class UnitState:
                 if completeness
                 else None
             ),
-            "alarm": top[0].view() if top else None,
+            "alarm": top[0].badge() if top else None,
             "alarm_count": len(top),
         }
 
@@ -445,7 +468,7 @@ class UnitState:
             for name, label, unit in TREND_SERIES
         }
         alarms = sorted(
-            (a for a in self.alarms.values() if a.patient_id == patient_id),
+            (self.alarms[k] for k in self._alarms_of.get(patient_id, ())),
             key=lambda a: a.began_at,
             reverse=True,
         )
@@ -476,6 +499,9 @@ class UnitState:
                 "cold_start": risk.cold_start,
                 "computed_at": _iso(risk.computed_at),
                 "per_organ": {str(k): v for k, v in risk.per_organ.items()},
+                "other_outcomes": {
+                    r.outcome: r.probability for r in bed.risks.values() if r is not risk
+                },
                 "contributions": [
                     {"feature": c.feature, "value": c.value, "contribution": c.contribution}
                     for c in risk.top_contributions

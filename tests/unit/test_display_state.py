@@ -222,3 +222,26 @@ def test_read_back_decodes_one_snapshot_per_minute_yet_gives_the_same_trends_and
         assert read_back.tile(pid) == decoded.tile(pid)
         assert read_back.patient_detail(pid, 6) == decoded.patient_detail(pid, 6)
     assert len(read_back.beds["p1"].trend) == 3 * 60
+
+
+def test_with_several_risk_outcomes_the_tile_shows_the_highest_and_an_old_score_is_ignored() -> (
+    None
+):
+    unit = UnitState()
+
+    def risk(outcome: str, probability: float, at: datetime) -> RiskScore:
+        return RiskScore(
+            patient_id="p1", computed_at=at, outcome=outcome, probability=probability,
+            model_id="logreg", model_version="3", cold_start=False,
+        )  # fmt: skip
+
+    unit.apply_risk(risk("mods_progression_6h", 0.2, T0))
+    unit.apply_risk(risk("sepsis", 0.6, T0))
+    assert (unit.tile("p1")["risk"], unit.tile("p1")["risk_outcome"]) == (0.6, "sepsis")
+    assert not unit.apply_risk(risk("sepsis", 0.9, T0 - timedelta(minutes=1)))
+    unit.apply_risk(risk("sepsis", 0.1, T0 + timedelta(minutes=1)))
+    assert unit.tile("p1")["risk_outcome"] == "mods_progression_6h"
+    detail = unit.patient_detail("p1", 6)
+    assert detail is not None
+    assert detail["risk"]["other_outcomes"] == {"sepsis": 0.1}
+    assert detail["series"]["risk"]["points"][-1][1] == 0.2

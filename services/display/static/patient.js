@@ -101,7 +101,8 @@
       risk.innerHTML = "<p>No risk score received (risk unknown).</p>";
     } else {
       const r = d.risk;
-      risk.innerHTML = `<p><strong>${Math.round(r.probability * 100)}%</strong> ${V.esc(r.outcome)}${r.horizon_h ? " within " + V.esc(r.horizon_h) + " h" : ""} – model ${V.esc(r.model)}${r.cold_start ? " (rule-based cold start)" : ""}, ${V.esc(V.dateTime(r.computed_at))}</p>` +
+      const others = Object.entries(r.other_outcomes || {}).map(([o, p]) => `${V.esc(o)} ${Math.round(p * 100)}%`).join(", ");
+      risk.innerHTML = (others ? `<p>Other outcomes: ${others}</p>` : "") + `<p><strong>${Math.round(r.probability * 100)}%</strong> ${V.esc(r.outcome)}${r.horizon_h ? " within " + V.esc(r.horizon_h) + " h" : ""} – model ${V.esc(r.model)}${r.cold_start ? " (rule-based cold start)" : ""}, ${V.esc(V.dateTime(r.computed_at))}</p>` +
         `<table class="vals"><thead><tr><th>feature</th><th>value</th><th>contribution</th></tr></thead><tbody>` +
         r.contributions.map((c) => `<tr><th scope="row">${V.esc(c.feature)}</th><td>${c.value === null ? "unknown" : V.esc(+c.value.toFixed(3))}</td><td>${V.esc(c.contribution >= 0 ? "+" : "")}${V.esc(+c.contribution.toFixed(3))}</td></tr>`).join("") + "</tbody></table>";
     }
