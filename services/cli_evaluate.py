@@ -49,6 +49,18 @@ import click
     default=None,
     help="Length of the run (default: first to last event time in the inputs)",
 )
+@click.option(
+    "--start",
+    default=None,
+    help="Dataset truth only: the anchor the dataset was replayed with (`vigil replay"
+    " --start`); default the replay's default",
+)
+@click.option(
+    "--patients",
+    type=click.IntRange(1),
+    default=None,
+    help="Dataset truth only: its first N patients, as replayed with `vigil replay --patients`",
+)
 @click.option("--title", default="Vigil alert evaluation", show_default=True)
 def evaluate_alerts(
     truth: Path,
@@ -57,15 +69,22 @@ def evaluate_alerts(
     risk: Path | None,
     beds: int | None,
     hours: float | None,
+    start: str | None,
+    patients: int | None,
     title: str,
 ) -> None:
     """Score alert events against ground truth (sensitivity, time to alert, alarms per
     bed-day, PPV per rule) and write an HTML report with plots into OUT."""
+    from services.cli_replay import parse_start
     from services.evaluation import EvaluationInputError, load_alerts, load_truth
     from services.report.alerts import load_risk, write_alert_report
 
     try:
-        annotations, kind = load_truth(truth)
+        anchor = parse_start(start) if start is not None else None
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--start") from exc
+    try:
+        annotations, kind = load_truth(truth, start=anchor, patients=patients)
         alerts = load_alerts(alerts_path)
         scores = load_risk(risk) if risk is not None else []
         page = write_alert_report(

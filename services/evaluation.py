@@ -226,15 +226,22 @@ def _error(path: Path, number: int, what: str, exc: ValidationError | ValueError
     return f"{path}: line {number}: not {what}: {exc}"
 
 
-def load_truth(path: Path) -> tuple[list[GroundTruth], str]:
+def load_truth(
+    path: Path, *, start: datetime | None = None, patients: int | None = None
+) -> tuple[list[GroundTruth], str]:
     """Ground truth from a file, and what kind of file it was.
 
     Accepts JSON lines of GroundTruth (``vigil simulate --truth``) or of OutcomeLabel
     context events (dataset labels), or a PhysioNet 2019 dataset (its SepsisLabel
-    column, read by the replay's reader). Any line that is neither is an error naming it.
+    column, read by the replay's reader, anchored at ``start`` as ``vigil replay --start``
+    was: default the replay's default; ``patients`` = its first N patients, as
+    ``vigil replay --patients``). Any line that is neither is an error naming it.
     """
     if path.is_dir() or path.name.endswith((".tar.gz", ".tgz")):
-        return _dataset_truth(path), "dataset labels (PhysioNet 2019 SepsisLabel)"
+        return (
+            _dataset_truth(path, start, patients),
+            "dataset labels (PhysioNet 2019 SepsisLabel)",
+        )
     truth: list[GroundTruth] = []
     labels: list[OutcomeLabel] = []
     for number, line in _json_lines(path):
@@ -259,12 +266,13 @@ def load_truth(path: Path) -> tuple[list[GroundTruth], str]:
     return truth, "simulator annotations"
 
 
-def _dataset_truth(path: Path) -> list[GroundTruth]:
+def _dataset_truth(path: Path, start: datetime | None, patients: int | None) -> list[GroundTruth]:
     from schemas.context import ContextEvent
+    from services.replay.common import DEFAULT_START
     from services.replay.source import UnknownSourceError, open_source
 
     try:
-        opened = open_source(path)
+        opened = open_source(path, start=start or DEFAULT_START, patients=patients)
     except UnknownSourceError as exc:
         raise EvaluationInputError(str(exc)) from exc
     labels = [
