@@ -27,6 +27,7 @@ from services.recording import (
     payload_model,
     replay_order,
     rewrite_value,
+    scan,
     to_us,
 )
 from services.replay.recorded import ReplayError, publish_recording
@@ -103,6 +104,10 @@ def test_round_trip_keeps_bytes_headers_and_timestamps(tmp_path: Path) -> None:
         assert rec.end["stopped_by"] == "end"
         assert rec.cut_short is None
     assert back == records
+    count, end = scan(path)  # the progress bar's length, without parsing records
+    assert count == len(records)
+    assert end is not None
+    assert end["per_topic"]["context"] == sum(1 for r in records if r.topic == "context")
     vitals = [r for r in back if r.topic == "vitals" and r.event_time_us is not None]
     assert from_us(vitals[0].event_time_us or 0) >= START
 
