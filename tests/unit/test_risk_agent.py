@@ -135,3 +135,40 @@ def test_each_row_takes_the_last_prediction_before_the_next_row() -> None:
     assert scores.rows_without_prediction == 1
     fixed = merge_predictions(rows, preds, threshold=0.15)
     assert list(fixed.decisions[0]) == [True, False, True]
+
+
+def test_model_export_then_import_warm_starts_another_site(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from services.cli_risk import model_group
+    from streams.risk.engine import loads
+
+    site_a = agent(tmp_path / "a")
+    for h in range(1, 4):
+        site_a.handle_snapshot(0, snapshot("p1", h, 90 + h))
+    site_a.engine.on_label("p1", "sepsis", (T0 + timedelta(hours=1)).timestamp(), True)
+    site_a.engine.on_discharge("p1", (T0 + timedelta(hours=3)).timestamp())
+    site_a.save()
+    site_b = tmp_path / "b.ckpt"
+    agent_b = RiskAgent(Settings(), EngineConfig(outcome="sepsis"), site_b)
+    agent_b.engine.positions["features:0"] = 42
+    agent_b.save()
+    runner = CliRunner()
+    out = tmp_path / "a.model"
+    done = runner.invoke(
+        model_group, ["export", str(out), "--checkpoint", str(tmp_path / "a" / "ck")]
+    )
+    assert done.exit_code == 0, done.output
+    exported = loads(out.read_bytes())
+    assert exported.patients == {}  # no patient state leaves the site
+    assert exported.model.learned == 3
+    done = runner.invoke(model_group, ["import", str(out), "--checkpoint", str(site_b)])
+    assert done.exit_code == 0, done.output
+    restored = RiskAgent(Settings(), EngineConfig(outcome="sepsis"), site_b).engine
+    assert restored.model_version == site_a.engine.model_version
+    assert restored.positions == {"features:0": 42}  # site B keeps its own read positions
+    wrong = runner.invoke(
+        model_group,
+        ["import", str(out), "--outcome", "mods_progression_6h", "--checkpoint", str(site_b)],
+    )
+    assert wrong.exit_code != 0
