@@ -31,6 +31,9 @@ SCENARIOS = (
     "hypotension:bed=1,onset=20,duration=600",
     "cerebral_desaturation:bed=2,onset=30,duration=600,severity=1.5",
     "device_disconnect:bed=3,onset=100,duration=120,device=monitor",
+    "hypotension:bed=4,onset=60,duration=200,severity=1.5",
+    "cerebral_desaturation:bed=5,onset=40,duration=150,side=left",
+    "device_disconnect:bed=6,onset=90,duration=120,device=nirs",
 )
 WALL_CLOCK_FIELDS = ("raised_at", "trigger_received_at")
 PACED_SPEED = "20"
@@ -150,6 +153,9 @@ def test_a_recording_replayed_at_20x_and_at_full_speed_gives_identical_alerts(
             ("brain.rso2_drop_from_baseline", "start"),
             ("technical.vitals_no_data", "start"),
             ("technical.vitals_no_data", "end"),
+            ("technical.nirs_no_data", "end"),
+            ("perfusion.map_low", "end"),
+            ("brain.rso2_asymmetry", "end"),
         } <= rules
         assert full == without_kafka()
     else:
