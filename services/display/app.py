@@ -97,6 +97,7 @@ class Hub:
     order: list[str] = field(default_factory=list)
     updates_sent: int = 0
     closing: bool = False
+    wake: asyncio.Event = field(default_factory=asyncio.Event)  # tick now (an ack)
 
     def close(self) -> None:
         """End every open stream (the server is stopping)."""
@@ -139,7 +140,9 @@ class Hub:
 
     async def run(self) -> None:
         while True:
-            await asyncio.sleep(self.tick_s)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.wake.wait(), self.tick_s)
+            self.wake.clear()
             message = self.tick()
             if message is not None and self.queues:
                 self.broadcast(message)
@@ -328,7 +331,8 @@ def create_app(
                 status_code=503,
             )
         with lock:
-            state.apply_ack(ack)  # everyone sees it at the next tick, before the worker echoes
+            state.apply_ack(ack)  # everyone sees it now, before the worker echoes it
+        hub.wake.set()
         audit_log.info("ack %s of alert %s by %s (%s)", ack.ack_id, alert_id, ack.user, ack.role)
         return JSONResponse({"ack_id": ack.ack_id, "user": ack.user, "at": ack.at.isoformat()})
 

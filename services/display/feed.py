@@ -226,7 +226,7 @@ class KafkaFeed:
     def stop(self) -> None:
         self.stop_event.set()
         if self._thread is not None:
-            self._thread.join(timeout=10)
+            self._thread.join(timeout=3)  # daemon: a consumer stuck connecting may stay
         with self._producer_lock:
             if self._producer is not None:
                 self._producer.close(timeout=5)

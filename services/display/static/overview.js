@@ -64,6 +64,7 @@
     li.className = `alarm pri-row ${a.priority}${a.kind === "technical" ? " technical" : ""}${acked ? " acked" : " unacked"}${a.priority === "high" && !acked ? " flashing" : ""}`;
     li.dataset.alertId = a.alert_id;
     li.dataset.priority = a.priority;
+    li.dataset.ruleId = a.rule_id;
     li.dataset.careUnit = a.care_unit || "";
     li.hidden = !!unitFilter && li.dataset.careUnit !== unitFilter;
     li.dataset.seenAt = String(firstSeen[a.alert_id]);
