@@ -47,9 +47,39 @@ def serve_display(
     Raises :class:`services.display.auth.DisplayConfigError` (or ``UsersFileError``)
     before binding anything when the configuration is refused.
     """
+    _prepare(settings, display, host, port, stop or threading.Event(), echo)()
+
+
+def start_display_thread(
+    settings: Settings,
+    *,
+    stop: threading.Event,
+    display: DisplaySettings | None = None,
+    host: str | None = None,
+    port: int | None = None,
+    echo: Callable[[str], None] = log.info,
+) -> threading.Thread:
+    """Check the configuration, bind, print the URL, then serve in a thread until ``stop``.
+
+    Errors (refused configuration, port in use) are raised here, in the caller's
+    thread; the returned thread ends when ``stop`` is set.
+    """
+    run = _prepare(settings, display, host, port, stop, echo)
+    thread = threading.Thread(target=run, name="display", daemon=True)
+    thread.start()
+    return thread
+
+
+def _prepare(
+    settings: Settings,
+    display: DisplaySettings | None,
+    host: str | None,
+    port: int | None,
+    stop: threading.Event,
+    echo: Callable[[str], None],
+) -> Callable[[], None]:
     display = display or DisplaySettings()
     access = resolve_access(display)
-    stop = stop or threading.Event()
     state, lock = UnitState(), threading.Lock()
     feed = KafkaFeed(
         settings.bootstrap_servers,
@@ -80,8 +110,12 @@ def serve_display(
     bind_host = host or display.display_host
     sock = socket.socket(socket.AF_INET6 if ":" in bind_host else socket.AF_INET)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((bind_host, display.display_port if port is None else port))
-    sock.listen(128)
+    try:
+        sock.bind((bind_host, display.display_port if port is None else port))
+        sock.listen(128)
+    except OSError:
+        sock.close()
+        raise
     bound = sock.getsockname()[1]
     config = uvicorn.Config(
         app,
@@ -93,7 +127,7 @@ def serve_display(
     )
     server = uvicorn.Server(config)
 
-    async def run() -> None:
+    async def serve() -> None:
         task = asyncio.create_task(server.serve(sockets=[sock]))
         while not task.done():
             if stop.is_set() or server.should_exit:
@@ -103,16 +137,20 @@ def serve_display(
             await asyncio.sleep(0.2)
         await task
 
-    feed.start()
     shown = "127.0.0.1" if bind_host in ("0.0.0.0", "::") else bind_host  # noqa: S104
     echo(f"display: http://{shown}:{bound}/")
     if access.development:
         echo("display: development mode (generated secret; guests may view, log in to act)")
         for name, password in access.demo_passwords.items():
             echo(f"display: demo user {name!r} password {password!r}")
-    try:
-        asyncio.run(run())
-    finally:
-        feed.stop()
-        sock.close()
-        echo("display stopped")
+
+    def run() -> None:
+        feed.start()
+        try:
+            asyncio.run(serve())
+        finally:
+            feed.stop()
+            sock.close()
+            echo("display stopped")
+
+    return run

@@ -172,8 +172,17 @@ def test_alarm_appears_live_ack_reaches_every_session_and_the_ack_topic_viewer_c
         "medium"
     )
 
+    # keyboard only: Tab to the alarm's Acknowledge button, then Enter
+    ack_button = f'li.alarm[data-alert-id="{alert_id}"] button.ack'
+    clinician.locator("body").focus()
+    for _ in range(40):
+        clinician.keyboard.press("Tab")
+        if clinician.evaluate("s => document.activeElement.matches(s)", ack_button):
+            break
+    else:
+        raise AssertionError("the Acknowledge button cannot be reached with Tab")
     clicked = time.time()
-    clinician.click(f'li.alarm[data-alert-id="{alert_id}"] button.ack')
+    clinician.keyboard.press("Enter")
     viewer_row = viewer.locator(f'li.alarm[data-alert-id="{alert_id}"] .ack-state')
     playwright_sync.expect(viewer_row).to_contain_text("acknowledged by carl", timeout=5_000)
     ack_shown_s = time.time() - clicked
