@@ -255,6 +255,8 @@ def test_development_mode_shows_the_unit_to_guests_and_prints_demo_users(
     )
     assert page.locator("button.ack").count() == 0
     page.screenshot(path=str(ARTIFACTS / "development-guest.png"))
+    page.click("#sound")  # the optional audible cue is switched on by a click
+    assert page.get_attribute("#sound", "aria-pressed") == "true"
     page.click("a.button[href='/login']")
     page.fill("#username", "clinician")
     page.fill("#password", demo["clinician"])

@@ -69,12 +69,13 @@
     li.hidden = !!unitFilter && li.dataset.careUnit !== unitFilter;
     li.dataset.seenAt = String(firstSeen[a.alert_id]);
     const ackText = acked ? `acknowledged by ${V.esc(a.acknowledged_by)} ${V.time(a.acknowledged_at)}${a.ack_confirmed ? "" : " (sent)"}` : "unacknowledged";
+    const silenced = a.silenced_until ? ` · reminders silenced until ${V.esc(V.time(a.silenced_until))}` : "";
     li.innerHTML =
       `<span class="pri ${V.esc(a.priority)}">${a.kind === "technical" ? "⚙ TECH " : ""}${V.esc(V.PRI[a.priority])}</span>` +
       `<a class="bed" href="/patient/${encodeURIComponent(a.patient_id)}">${V.esc(a.bed || a.patient_id)}</a>` +
       `<span class="what">${V.esc(a.title)}${a.latched ? " (resolved, latched)" : ""}<small>${V.values(a)}</small></span>` +
       `<span class="when" title="since ${V.esc(V.dateTime(a.began_at))}">${V.esc(V.time(a.began_at))}</span>` +
-      `<span class="ack-state">${ackText}</span>`;
+      `<span class="ack-state">${ackText}${silenced}</span>`;
     if (V.canAck && !acked) {
       const b = document.createElement("button");
       b.type = "button";
