@@ -19,6 +19,7 @@ import argparse
 import json
 import math
 import multiprocessing
+import os
 import sys
 import time
 from pathlib import Path
@@ -33,69 +34,106 @@ from services.physionet_eval import (  # noqa: E402
     PatientSeries,
     RowScores,
     baseline_scores,
-    load_series,
 )
 from streams.risk.engine import EngineConfig, RiskEngine  # noqa: E402
 from streams.risk.features import INPUT_FEATURES  # noqa: E402
 
-CACHE = ROOT / ".cache" / "risk"
+CACHE = Path(os.environ.get("VIGIL_RISK_CACHE", str(ROOT / ".cache" / "risk")))
 NAMES = (*INPUT_FEATURES, "vitals_data_age_s")
 PRETRAIN_LAST = "p010000"
 
 
-def _cache_part(args: tuple[str, list[str], int]) -> str:
-    source, ids, part = args
-    out = CACHE / f"setA_part{part}.npz"
-    rows: dict[str, Any] = {"ids": [], "offsets": [0], "times": [], "labels": [], "x": []}
-    meta = []
-    for series in load_series(Path(source), only=frozenset(ids)):
-        rows["ids"].append(series.patient_id)
-        rows["times"] += series.times
-        rows["labels"] += series.labels
-        for f in series.features:
-            rows["x"].append([np.nan if f.get(n) is None else f[n] for n in NAMES])
-        rows["offsets"].append(len(rows["times"]))
-        meta.append((series.age_years, series.sex, series.admitted_at))
-    np.savez_compressed(
-        out,
-        ids=np.array(rows["ids"]),
-        offsets=np.array(rows["offsets"]),
-        times=np.array(rows["times"]),
-        labels=np.array(rows["labels"], dtype=bool),
-        x=np.array(rows["x"], dtype=np.float32).reshape(-1, len(NAMES)),
-        meta=json.dumps(meta),
-    )
-    return str(out)
+def _cache_part(args: tuple[str, list[list[str]], int]) -> str:
+    """Snapshots of some chunks of patients, one ``.npz`` per chunk, written as each is done
+    (so a comparison can start on the chunks finished so far)."""
+    source, chunks, worker = args
+    from services.replay.physionet2019 import patient_files
+
+    wanted = frozenset(pid for chunk in chunks for pid in chunk)
+    files = {f.patient_id: f for f in patient_files(Path(source), only=wanted)}
+    from services.physionet_eval import offline_snapshots
+    from services.replay.common import DEFAULT_START
+    from streams.rules import load_rules
+
+    rules = load_rules()
+    for chunk in chunks:
+        out = CACHE / f"setA_{chunk[0]}.npz"
+        if out.exists():
+            continue
+        ids, offsets, times, labels, xs, meta = [], [0], [], [], [], []
+        for pid in chunk:
+            series = offline_snapshots(files[pid], DEFAULT_START, rules)
+            ids.append(pid)
+            times += series.times
+            labels += series.labels
+            for f in series.features:
+                xs.append([np.nan if f.get(n) is None else f[n] for n in NAMES])
+            offsets.append(len(times))
+            meta.append((series.age_years, series.sex, series.admitted_at))
+        tmp = out.with_suffix(".tmp.npz")
+        np.savez(
+            tmp,
+            ids=np.array(ids),
+            offsets=np.array(offsets),
+            times=np.array(times),
+            labels=np.array(labels, dtype=bool),
+            x=np.array(xs, dtype=np.float32).reshape(-1, len(NAMES)),
+            meta=json.dumps(meta),
+        )
+        os.replace(tmp, out)
+        print(worker, "wrote", out.name, flush=True)
+    return f"worker {worker} done"
 
 
-def cache(source: str, parts: int) -> None:
+def cache(source: str, parts: int, chunk: int = 250) -> None:
+    """Chunks alternate between the first 10,000 ids and the rest, so that the two
+    protocols have data early; each worker takes every ``parts``-th chunk."""
     from services.replay.physionet2019 import patient_files
 
     CACHE.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
     ids = [f.patient_id for f in patient_files(Path(source))]
-    chunks = [ids[i::parts] for i in range(parts)]
+    first = [ids[i : i + chunk] for i in range(0, len(ids), chunk) if ids[i] <= PRETRAIN_LAST]
+    rest = [ids[i : i + chunk] for i in range(0, len(ids), chunk) if ids[i] > PRETRAIN_LAST]
+    order: list[list[str]] = []
+    for i in range(max(len(first), len(rest))):
+        order += first[i : i + 1] + rest[i : i + 1]
+    jobs = [(source, order[w::parts], w) for w in range(parts)]
     with multiprocessing.Pool(parts) as pool:
-        for path in pool.imap_unordered(
-            _cache_part, [(source, c, i) for i, c in enumerate(chunks)]
-        ):
-            print("wrote", path, flush=True)
+        for done in pool.imap_unordered(_cache_part, jobs):
+            print(done, flush=True)
     print(f"{len(ids)} patients in {time.monotonic() - t0:.0f} s", flush=True)
+
+
+class _Rows:
+    """A patient's snapshot rows as feature dicts, made on demand (set A is 790k rows)."""
+
+    def __init__(self, block: np.ndarray[Any, Any]) -> None:
+        self.block = block
+
+    def __len__(self) -> int:
+        return len(self.block)
+
+    def __getitem__(self, i: int) -> dict[str, float]:
+        row = self.block[i]
+        return {NAMES[j]: float(v) for j, v in enumerate(row) if not math.isnan(v)}
+
+    def __iter__(self) -> Any:
+        return (self[i] for i in range(len(self)))
 
 
 def load_cache() -> list[PatientSeries]:
     out: list[PatientSeries] = []
-    for path in sorted(CACHE.glob("setA_part*.npz")):
+    for path in sorted(CACHE.glob("setA_p*.npz")):
+        if ".tmp" in path.name:
+            continue
         data = np.load(path)
         meta = json.loads(str(data["meta"]))
         offsets = data["offsets"]
+        xs = data["x"]
         for n, pid in enumerate(data["ids"]):
             a, b = offsets[n], offsets[n + 1]
-            block = data["x"][a:b]
-            feats = [
-                {NAMES[j]: float(v) for j, v in enumerate(row) if not math.isnan(v)}
-                for row in block
-            ]
+            feats = _Rows(xs[a:b])
             age, sex, admitted = meta[n]
             out.append(
                 PatientSeries(
@@ -190,7 +228,7 @@ def predict_rate(series: list[PatientSeries], learner: str, n: int = 20000) -> f
     return n / (time.perf_counter() - t0)
 
 
-def compare(learners: list[str], protocol: str, limit: int | None) -> None:
+def compare(learners: list[str], protocol: str, limit: int | None, tag: str = "") -> None:
     series = load_cache()
     if limit:
         series = series[:limit]
@@ -204,7 +242,7 @@ def compare(learners: list[str], protocol: str, limit: int | None) -> None:
         summary = scores.summary() | costs | {"predict_per_s": round(predict_rate(series, learner))}
         results["learners"][learner] = summary
         print(learner, summary, flush=True)
-        out = ROOT / "test-artifacts" / f"risk_compare_{protocol}.json"
+        out = ROOT / "test-artifacts" / f"risk_compare_{protocol}{tag}.json"
         out.parent.mkdir(exist_ok=True)
         out.write_text(json.dumps(results, indent=2) + "\n")
 
@@ -219,11 +257,12 @@ def main() -> None:
     m.add_argument("--learners", default="logreg")
     m.add_argument("--protocol", choices=("a", "b"), default="a")
     m.add_argument("--limit", type=int, default=None)
+    m.add_argument("--tag", default="", help="suffix of the results file name")
     args = parser.parse_args()
     if args.cmd == "cache":
         cache(args.source, args.parts)
     else:
-        compare(args.learners.split(","), args.protocol, args.limit)
+        compare(args.learners.split(","), args.protocol, args.limit, args.tag)
 
 
 if __name__ == "__main__":

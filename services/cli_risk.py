@@ -286,7 +286,7 @@ def _print(figures: dict[str, object]) -> None:
         f"{'':16} {'utility':>8} {'AUROC':>7} {'AUPRC':>7} {'alerts/pt-day':>14} "
         f"{'alarm h/pt-day':>15}"
     )
-    for name in ("model", "qsofa_ge_2", "news2_ge_5", "sofa_rise_ge_2"):
+    for name in ("model", "qsofa_ge_2", "news2_ge_5", "news2_known_ge_5", "sofa_rise_ge_2"):
         row = figures.get(name)
         if isinstance(row, dict):
             click.echo(

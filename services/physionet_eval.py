@@ -161,8 +161,36 @@ def _alert_onsets(decisions: Sequence[np.ndarray[Any, Any]]) -> int:
 BASELINES: Mapping[str, tuple[str, float]] = {
     "qsofa_ge_2": ("qsofa", 2.0),
     "news2_ge_5": ("news2", 5.0),
+    "news2_known_ge_5": ("news2_known_total", 5.0),
     "sofa_rise_ge_2": ("sofa_total_rise_24h", 2.0),
 }
+"""Rule baselines: (snapshot feature, alarm at or above). The worker's NEWS2 is unknown
+without a consciousness level, which PhysioNet 2019 lacks; ``news2_known_total`` is the
+sum of the NEWS2 points that are known (a lower bound of NEWS2, via
+``streams.features.scores.news2``; supplemental O2 = FiO2 > 21%)."""
+
+
+def baseline_value(feature: str, features: Mapping[str, float | None]) -> float | None:
+    """The baseline's score from one snapshot's feature values.
+
+    >>> baseline_value("news2_known_total", {"resp_rate_per_min": 26.0, "sbp_mmhg": 88.0})
+    6.0
+    """
+    if feature != "news2_known_total":
+        return features.get(feature)
+    from streams.features.scores import news2
+
+    fio2 = features.get("fio2_pct")
+    score = news2(
+        resp_rate_per_min=features.get("resp_rate_per_min"),
+        spo2_pct=features.get("spo2_pct"),
+        on_supplemental_o2=None if fio2 is None else fio2 > 21.0,
+        sbp_mmhg=features.get("sbp_mmhg"),
+        pulse_per_min=features.get("heart_rate_per_min"),
+        consciousness_alert=None,
+        temperature_cel=features.get("temperature_cel"),
+    )
+    return float(score.known_total)
 
 
 def baseline_scores(series: Sequence[PatientSeries]) -> dict[str, RowScores]:
@@ -170,7 +198,7 @@ def baseline_scores(series: Sequence[PatientSeries]) -> dict[str, RowScores]:
     out = {name: RowScores() for name in BASELINES}
     for patient in series:
         for name, (feature, cut) in BASELINES.items():
-            values = [f.get(feature) for f in patient.features]
+            values = [baseline_value(feature, f) for f in patient.features]
             score = [-1.0 if v is None else float(v) for v in values]
             out[name].add(patient.labels, score, [v is not None and v >= cut for v in values])
     return out
@@ -398,10 +426,11 @@ def score_broker_output(
     for raw in feature_values:
         snap = FeatureSnapshot.model_validate_json(raw)
         at = snap.computed_at.timestamp()
+        values = {name: fv.value for name, fv in snap.features.items()}
         for name, (feature, cut) in BASELINES.items():
-            fv = snap.features.get(feature)
-            value = fv.value if fv is not None and fv.value is not None else -1.0
-            baselines[name].setdefault(snap.patient_id, []).append((at, value, cut))
+            value = baseline_value(feature, values)
+            level = value if value is not None else -1.0
+            baselines[name].setdefault(snap.patient_id, []).append((at, level, cut))
     out: dict[str, Any] = {"model": model.summary()}
     for name in BASELINES:
         out[name] = merge_predictions(rows, baselines[name], None).summary()
