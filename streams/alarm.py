@@ -316,6 +316,11 @@ class PatientAlarms:
 
     # --- evaluation ----------------------------------------------------------------
 
+    @property
+    def has_alarms(self) -> bool:
+        """Whether any alarm is pending, shown or latched (time alone can change it)."""
+        return bool(self._alarms)
+
     def evaluate(
         self,
         at_s: float,

@@ -26,6 +26,7 @@ later one, so the "no data" rules see the same thing at any replay speed.
 
 from __future__ import annotations
 
+import heapq
 from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -90,3 +91,42 @@ class PartitionMerge:
             yield "tick", g, None
             g += TICK_EVERY_S
         self.ticked = last
+
+
+class TickSchedule:
+    """Patients of one partition by the event time their "no data" rules fall due.
+
+    The merge yields a tick every 5 s; only the patients due by then are ticked
+    (``PatientState.next_tick_at``), so a partition of thousands of quiet patients
+    costs a heap look-up per tick, not a loop over them.
+
+    >>> schedule = TickSchedule()
+    >>> schedule.schedule("b", 70.0); schedule.schedule("a", 65.0); schedule.schedule("b", 90.0)
+    >>> schedule.pop_due(60.0), schedule.pop_due(70.0), schedule.pop_due(100.0)
+    ([], ['a', 'b'], [])
+    """
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, str]] = []
+        self._due: dict[str, float] = {}
+
+    def schedule(self, patient_id: str, due: float | None) -> None:
+        """Tick ``patient_id`` at the first grid point at or after ``due`` (None: no
+        change). An earlier due time wins; a later one is re-checked when it pops."""
+        if due is None:
+            return
+        current = self._due.get(patient_id)
+        if current is None or due < current:
+            self._due[patient_id] = due
+            heapq.heappush(self._heap, (due, patient_id))
+
+    def pop_due(self, at: float) -> list[str]:
+        """Patients due at or before ``at``, by due time then id, no longer scheduled."""
+        popped: list[str] = []
+        heap = self._heap
+        while heap and heap[0][0] <= at:
+            due, patient_id = heapq.heappop(heap)
+            if self._due.get(patient_id) == due:
+                del self._due[patient_id]
+                popped.append(patient_id)
+        return popped

@@ -21,8 +21,8 @@ from schemas.alerts import AlertAck
 from schemas.context import ContextEvent
 from schemas.observations import ObservationMessage
 from streams.alarm import AlertDraft
-from streams.merge import PartitionMerge
-from streams.patient import FREQUENT_SOURCES, PatientState
+from streams.merge import PartitionMerge, TickSchedule
+from streams.patient import FREQUENT_SOURCES, PatientState, tick_due
 from streams.rules import RuleSet
 
 RAW_SOURCES = frozenset({"vitals", "nirs", "crrt", "labs", "context", "alerts.ack"})
@@ -46,16 +46,20 @@ class OfflinePipeline:
     partitions: int = 4
     patients: dict[str, PatientState] = field(default_factory=dict)
     merges: dict[int, PartitionMerge] = field(default_factory=dict)
-    members: dict[int, list[str]] = field(default_factory=dict)  # partition -> patient ids
+    schedules: dict[int, TickSchedule] = field(default_factory=dict)  # partition -> ticks due
 
     def _state(self, patient_id: str) -> PatientState:
         state = self.patients.get(patient_id)
         if state is None:
             state = self.patients[patient_id] = PatientState(patient_id)
-            self.members.setdefault(partition_of(patient_id, self.partitions), []).append(
-                patient_id
-            )
         return state
+
+    def _schedule(self, state: PatientState) -> None:
+        """After a record: when its "no data" rules could next change (as the worker)."""
+        if state.clock is not None:
+            partition = partition_of(state.patient_id, self.partitions)
+            schedule = self.schedules.setdefault(partition, TickSchedule())
+            schedule.schedule(state.patient_id, state.next_tick_at(self.rules, state.clock))
 
     def feed(self, source: str, payload: BaseModel) -> list[AlertDraft]:
         """Apply one record of a raw topic; topics Vigil does not consume are ignored."""
@@ -66,24 +70,33 @@ class OfflinePipeline:
         patient_id = str(getattr(payload, "patient_id"))  # noqa: B009 - every payload has one
         state = self._state(patient_id)
         if isinstance(payload, AlertAck):
-            return state.acknowledge(payload, self.rules)
-        if not isinstance(payload, ObservationMessage):
-            return state.apply_context(payload, self.rules)  # type: ignore[arg-type]
-        if source not in FREQUENT_SOURCES:
-            return state.apply_observations(source, payload, self.rules)
+            found = state.acknowledge(payload, self.rules)
+        elif not isinstance(payload, ObservationMessage):
+            found = state.apply_context(payload, self.rules)  # type: ignore[arg-type]
+        elif source not in FREQUENT_SOURCES:
+            found = state.apply_observations(source, payload, self.rules)
+        else:
+            return self._merged(source, payload)
+        self._schedule(state)
+        return found
+
+    def _merged(self, source: str, payload: ObservationMessage) -> list[AlertDraft]:
+        patient_id = payload.patient_id
         partition = partition_of(patient_id, self.partitions)
         merge = self.merges.setdefault(partition, PartitionMerge())
         merge.add(source, payload.observed_at.timestamp(), payload)
         drafts: list[AlertDraft] = []
         for kind, at, item in merge.release(lambda _source: True):
             if kind == "tick":
-                for member in self.members.get(partition, ()):
-                    drafts += self.patients[member].tick(at, self.rules)
+                schedule = self.schedules.get(partition)
+                if schedule is not None:
+                    for _patient, found in tick_due(schedule, self.patients.get, at, self.rules):
+                        drafts += found
             else:
                 message: ObservationMessage = item
-                drafts += self._state(message.patient_id).apply_observations(
-                    kind, message, self.rules
-                )
+                state = self._state(message.patient_id)
+                drafts += state.apply_observations(kind, message, self.rules)
+                self._schedule(state)
         return drafts
 
     def run(self, records: Iterable[tuple[str, BaseModel]]) -> Iterator[AlertDraft]:

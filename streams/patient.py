@@ -30,13 +30,23 @@ circuit, labs) runs on its source's own clock, so it depends only on its own
 topic's order, which is the same at any replay speed. Rules that combine sources
 (SOFA, congestion) run on the patient's clock with the latest value of the other
 sources, so their timing can move by the skew between topics. "No data" rules are
-evaluated only on ``tick``, against a watermark every source has passed.
+evaluated only on ``tick``, against a watermark every source has passed, and only
+for patients whose "no data" rules could change (``next_tick_at``): a rule on a
+source's age cannot start before that age passes its threshold, nor while another
+of its clauses (the source's cadence, say) is not true.
+
+"No data" is a technical alarm about a device that stops streaming: the default
+rules ask that the source's cadence (``<source>_interval_s``, the median gap of its
+last records) be a monitor's, so hourly charted or replayed values (PhysioNet,
+MIMIC charting) do not alarm every hour.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+import statistics
+from collections import ChainMap
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -63,7 +73,8 @@ from streams.features.perfusion import PerfusionFeatures
 from streams.features.renal import RenalFeatures
 from streams.features.scores import news2, qsofa, sofa
 from streams.features.windows import DAY_S, HOUR_S, SparseSeries
-from streams.rules import PRIORITY_RANK, Rule, RuleSet
+from streams.merge import TickSchedule
+from streams.rules import PRIORITY_RANK, AllOf, AnyOf, Clause, Condition, Rule, RuleSet
 
 SOURCES = ("vitals", "nirs", "crrt", "labs", "context")
 FREQUENT_SOURCES = ("vitals", "nirs", "crrt")
@@ -74,6 +85,8 @@ FUTURE_TOLERANCE_S = 600.0
 SCORES_EVERY_S = 60.0
 """SOFA, qSOFA and NEWS2 are recomputed at most once per event-time minute."""
 ARTEFACT_WINDOW_S = 300.0
+CADENCE_SAMPLES = 5
+"""A source's cadence is the median of its last 5 gaps between records."""
 
 CONTINUOUS_FEATURES: Mapping[Quantity, tuple[str, ...]] = {
     Quantity.ABP_MEAN: ("map_mmhg", "map_median_1min_mmhg"),
@@ -177,10 +190,33 @@ def _iso(t: float) -> datetime:
 
 @dataclass
 class _SourceClock:
-    """Per source: last observation time applied, and artefact counts per minute."""
+    """Per source: last observation time applied, its cadence, artefact counts per minute."""
 
     last_at: float | None = None
     minutes: dict[int, list[int]] = field(default_factory=dict)  # minute -> [values, artefacts]
+    intervals: list[float] = field(default_factory=list)  # the last CADENCE_SAMPLES gaps, s
+
+    def advance(self, at: float) -> None:
+        """A record observed at ``at`` was applied: move the clock, learn the cadence."""
+        previous = self.last_at
+        if previous is None or at > previous:
+            if previous is not None:
+                self.intervals.append(at - previous)
+                del self.intervals[:-CADENCE_SAMPLES]
+            self.last_at = at
+
+    def interval_s(self) -> float | None:
+        """Median gap between the last records: the source's cadence (None before two).
+
+        >>> clock = _SourceClock()
+        >>> for t in (0, 1, 2, 3, 63):
+        ...     clock.advance(t)
+        >>> clock.interval_s()
+        1.0
+        """
+        if not self.intervals:
+            return None
+        return float(statistics.median(self.intervals))
 
     def count(self, at: float, artefact: bool) -> None:
         minute = int(at // 60)
@@ -198,11 +234,16 @@ class _SourceClock:
         return sum(r[1] for r in rows) / total if total else None
 
     def to_state(self) -> dict[str, Any]:
-        return {"l": self.last_at, "m": {str(k): v for k, v in self.minutes.items()}}
+        return {
+            "l": self.last_at,
+            "m": {str(k): v for k, v in self.minutes.items()},
+            "i": self.intervals,
+        }
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> _SourceClock:
-        return cls(state["l"], {int(k): list(v) for k, v in state["m"].items()})
+        minutes = {int(k): list(v) for k, v in state["m"].items()}
+        return cls(state["l"], minutes, list(state.get("i", ())))
 
 
 class PatientState:
@@ -328,8 +369,7 @@ class PatientState:
         gapped: set[str] | None = None,
     ) -> list[AlertDraft]:
         clock = self.sources[source]
-        previous = clock.last_at
-        clock.last_at = at if previous is None else max(previous, at)
+        clock.advance(at)
         self.clock = at if self.clock is None else max(self.clock, at)
         if self.discharged_at is not None and self.clock >= self.discharged_at:
             return []  # discharged: nothing to watch until the next admission
@@ -376,6 +416,51 @@ class PatientState:
         if not selected:
             return []
         return self.watchdog.evaluate(at, features, rules, self._context(None), only=selected)
+
+    def next_tick_at(self, rules: RuleSet, now: float) -> float | None:
+        """Earliest event time a ``tick`` could change the "no data" alarms; None: not
+        before the next record (records move ages and every other feature; ticks only
+        let the ages grow).
+
+        ``now`` (the last tick or record) while a "no data" alarm is pending or shown:
+        its delays and reminders run on every grid point.
+        """
+        if self.clock is None or self.discharged_at is not None:
+            return None
+        if self.watchdog.has_alarms:
+            return now
+        frozen = ChainMap(self._technical(now), self.cache)
+        due: float | None = None
+        for rule in rules.enabled:
+            if rule.id in _watchdog_rules(rules):
+                at = self._earliest_true(rule.condition, now, frozen)
+                if at is not None and (due is None or at < due):
+                    due = at
+        return due
+
+    def _earliest_true(
+        self, condition: Condition, now: float, frozen: Mapping[str, float | None]
+    ) -> float | None:
+        """A lower bound of the first time ``condition`` can hold if no record arrives
+        (None: it cannot). Ages grow with time; every other feature stays as it is."""
+        if isinstance(condition, AllOf | AnyOf):
+            times = [self._earliest_true(c, now, frozen) for c in _members(condition)]
+            possible = [t for t in times if t is not None]
+            if isinstance(condition, AllOf):
+                return max([now, *possible]) if len(possible) == len(times) else None
+            return min(possible) if possible else None
+        if isinstance(condition, Clause) and condition.feature in _DATA_AGES:
+            last = self._last_seen(condition.feature)
+            if last is None:
+                return None  # unknown until a record: never true
+            if condition.op in (">", ">="):
+                return max(now, last + condition.value)
+        return now if condition.holds(frozen) is True else None
+
+    def _last_seen(self, age_feature: str) -> float | None:
+        if age_feature == "arterial_line_data_age_s":
+            return self.quantity_at.get(Quantity.ABP_MEAN.value)
+        return self.sources[age_feature.removesuffix("_data_age_s")].last_at
 
     def _context(self, received_at: datetime | None) -> AlertContext:
         return AlertContext(
@@ -424,6 +509,9 @@ class PatientState:
             "arterial_line_data_age_s": age(abp),
             "nirs_data_age_s": age(self.sources["nirs"].last_at),
             "crrt_data_age_s": age(self.sources["crrt"].last_at),
+            "vitals_interval_s": self.sources["vitals"].interval_s(),
+            "nirs_interval_s": self.sources["nirs"].interval_s(),
+            "crrt_interval_s": self.sources["crrt"].interval_s(),
             "vitals_artefact_fraction_5min": self.sources["vitals"].artefact_fraction(at),
             "nirs_artefact_fraction_5min": self.sources["nirs"].artefact_fraction(at),
         }
@@ -662,6 +750,33 @@ def _watchdog_rules(rules: RuleSet) -> frozenset[str]:
             _WATCHDOG.clear()
         cached = _WATCHDOG[id(rules)] = (rules, found)  # holding the rule set keeps its id
     return cached[1]
+
+
+def tick_due(
+    schedule: TickSchedule,
+    state_of: Callable[[str], PatientState | None],
+    at: float,
+    rules: RuleSet,
+) -> Iterator[tuple[str, list[AlertDraft]]]:
+    """Tick, at grid time ``at``, the patients of one partition due by then, and
+    schedule their next tick: ``(patient id, alert drafts)`` per patient ticked."""
+    for patient_id in schedule.pop_due(at):
+        state = state_of(patient_id)
+        if state is None:
+            continue
+        due = state.next_tick_at(rules, at)
+        if due is None:
+            continue
+        if due > at:  # a record moved it on since it was scheduled
+            schedule.schedule(patient_id, due)
+            continue
+        drafts = state.tick(at, rules)
+        schedule.schedule(patient_id, state.next_tick_at(rules, at))
+        yield patient_id, drafts
+
+
+def _members(condition: AllOf | AnyOf) -> tuple[Condition, ...]:
+    return condition.all if isinstance(condition, AllOf) else condition.any
 
 
 def _int_or_none(value: float | None) -> int | None:

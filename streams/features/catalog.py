@@ -131,6 +131,9 @@ _TECHNICAL = (
     ("arterial_line_data_age_s", "s", "seconds since the last arterial mean"),
     ("nirs_data_age_s", "s", "seconds since the last rSO2 sample"),
     ("crrt_data_age_s", "s", "seconds since the last CRRT status"),
+    ("vitals_interval_s", "s", "median seconds between the last vitals samples (cadence)"),
+    ("nirs_interval_s", "s", "median seconds between the last rSO2 samples (cadence)"),
+    ("crrt_interval_s", "s", "median seconds between the last CRRT statuses (cadence)"),
     ("vitals_artefact_fraction_5min", "1", "fraction of vitals values flagged artefact, 5 min"),
     ("nirs_artefact_fraction_5min", "1", "fraction of rSO2 values flagged artefact, 5 min"),
 )

@@ -115,5 +115,6 @@ def test_sigkilled_worker_recovers_its_state_and_ends_the_alert_it_started(
     }
     assert uninterrupted, "the episode raises alerts"
     for event in everything:
+        assert event.event_id in uninterrupted, (event, sorted(uninterrupted.values(), key=str))
         assert event.model_dump(exclude=WALL_CLOCK_FIELDS) == uninterrupted[event.event_id]
     assert {e.event_id for e in everything} == set(uninterrupted)

@@ -304,3 +304,97 @@ def test_replayed_record_offsets_are_skipped() -> None:
     assert not state.seen("icu.vitals:1", 1)
     restored = PatientState.from_state(json.loads(json.dumps(state.to_state())))
     assert restored.seen("icu.vitals:0", 5)
+
+
+def test_hourly_values_are_charting_not_a_disconnected_monitor() -> None:
+    """Hourly rows (PhysioNet, MIMIC charting) have no monitor cadence: no "no data"
+    alarm between them, and no tick is due; a 1-Hz monitor that stops is alarmed."""
+    state = PatientState("p-charted")
+    for hour in range(4):
+        state.apply_observations(
+            "vitals", vitals("p-charted", T0 + seconds(3600 * hour), 80), RULES
+        )
+    assert state.cache.get("vitals_interval_s") is None  # computed on ticks and snapshots
+    clock = (T0 + seconds(3 * 3600)).timestamp()
+    assert state.next_tick_at(RULES, clock) is None
+    assert state.tick(clock + 3000, RULES) == []
+
+    streaming = PatientState("p-monitor")
+    for t in range(30):
+        streaming.apply_observations("vitals", vitals("p-monitor", T0 + seconds(t), 80), RULES)
+    last = (T0 + seconds(29)).timestamp()
+    due = streaming.next_tick_at(RULES, last)
+    assert due == last + 60  # vitals age > 60 s is the first rule that could start
+    assert streaming.tick(due, RULES) == []  # age == 60 s: not over 60 yet
+    started = streaming.tick(due + 5, RULES)
+    assert {d.rule_id for d in started} == {"technical.vitals_no_data"}
+    assert streaming.next_tick_at(RULES, due + 5) == due + 5  # shown: every grid point
+
+
+def test_scheduled_ticks_raise_what_ticking_every_patient_every_grid_point_raises() -> None:
+    """The tick schedule only skips evaluations that cannot change anything."""
+    from datetime import UTC, datetime
+
+    from services.sim.engine import IcuConfig, simulate_icu
+    from services.sim.scenarios import parse_scenario
+    from streams.merge import TICK_EVERY_S, PartitionMerge
+    from streams.offline import RAW_SOURCES, OfflinePipeline, partition_of
+
+    start = datetime(2025, 3, 1, 6, 0, tzinfo=UTC)
+    plan = (
+        "device_disconnect:bed=1,onset=10m,duration=4m",
+        "device_disconnect:bed=2,onset=30m,duration=90s",
+        "hypotension:bed=3,onset=20m,duration=10m",
+        "cerebral_desaturation:bed=4,onset=25m,duration=10m,side=left",
+        "crrt_filter_clotting:bed=5,onset=15m,duration=40m",
+    )
+    config = IcuConfig(
+        beds=6,
+        seed=11,
+        start=start,
+        duration_s=5400,
+        scenarios=tuple(parse_scenario(s) for s in plan),
+    )
+    records = [
+        (r.topic, r.payload)
+        for _s, batch in simulate_icu(config, clock=lambda: start)
+        for r in batch
+        if r.topic in RAW_SOURCES
+    ]
+    pipeline = OfflinePipeline(RULES)
+    scheduled = [(d.rule_id, d.event_id) for src, p in records for d in pipeline.feed(src, p)]
+
+    # reference: the same routing and merge, every known patient ticked on every grid point
+    patients: dict[str, PatientState] = {}
+    merges: dict[int, PartitionMerge] = {}
+    everywhere: list[tuple[str, str]] = []
+    ticks = 0
+    for source, record in records:
+        payload = getattr(record, "root", record)
+        state = patients.setdefault(payload.patient_id, PatientState(payload.patient_id))
+        if source not in ("vitals", "nirs", "crrt"):
+            drafts = (
+                state.apply_observations(source, payload, RULES)
+                if source == "labs"
+                else state.apply_context(payload, RULES)
+            )
+            everywhere += [(d.rule_id, d.event_id) for d in drafts]
+            continue
+        partition = partition_of(payload.patient_id, 4)
+        merge = merges.setdefault(partition, PartitionMerge())
+        merge.add(source, payload.observed_at.timestamp(), payload)
+        for kind, at, item in merge.release(lambda _s: True):
+            if kind == "tick":
+                for other in sorted(patients):
+                    if partition_of(other, 4) == partition:
+                        ticks += 1
+                        everywhere += [
+                            (d.rule_id, d.event_id) for d in patients[other].tick(at, RULES)
+                        ]
+            else:
+                drafts = patients[item.patient_id].apply_observations(kind, item, RULES)
+                everywhere += [(d.rule_id, d.event_id) for d in drafts]
+    assert ticks > config.duration_s / TICK_EVERY_S
+    no_data = {rule for rule, _id in scheduled if rule.endswith("_no_data")}
+    assert {"technical.vitals_no_data", "technical.arterial_line_no_data"} <= no_data
+    assert sorted(scheduled) == sorted(everywhere)

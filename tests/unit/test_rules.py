@@ -116,7 +116,8 @@ def test_default_thresholds_are_those_of_clinical_md() -> None:
     assert rules.get("crrt.effluent_dose_low").thresholds == {"crrt_effluent_dose_ml_kg_h": 20.0}
     assert rules.get("crrt.net_uf_high").thresholds == {"crrt_net_uf_ml_kg_h": 1.75}
     assert rules.get("technical.arterial_line_no_data").thresholds == {
-        "arterial_line_data_age_s": 120.0
+        "arterial_line_data_age_s": 120.0,
+        "vitals_interval_s": 30.0,  # a streaming monitor, not hourly charting
     }
     assert rules.get("technical.crrt_no_data").kind == "technical"
 
