@@ -30,10 +30,14 @@ def main() -> None:
 main.add_command(kafka_group)
 
 
-def _register_ingestion() -> None:
+def _register_commands() -> None:
+    from services.cli_acm import acm_group
     from services.cli_alerts import alerts_group
+    from services.cli_display import display_group
+    from services.cli_evaluate import evaluate_alerts
     from services.cli_hl7 import hl7_group
     from services.cli_ingest import context_group, crrt_group, listen_all, nirs_group
+    from services.cli_record import record
     from services.cli_replay import replay
 
     for command in (
@@ -43,12 +47,22 @@ def _register_ingestion() -> None:
         context_group,
         listen_all,
         replay,
+        record,
         alerts_group,
+        acm_group,
+        display_group,
+        evaluate_group,
     ):
         main.add_command(command)
+    evaluate_group.add_command(evaluate_alerts)
 
 
-_register_ingestion()
+@click.group("evaluate")
+def evaluate_group() -> None:
+    """Score what the monitor did against ground truth (reports with plots)."""
+
+
+_register_commands()
 
 
 @main.group("topics")

@@ -31,6 +31,8 @@ from services import procs
 from services.alerts_tail import format_alert, tail_alerts
 from services.cli_kafka import local_kafka_from_settings
 from services.config import Settings
+from services.display.auth import DisplayConfigError, UsersFileError
+from services.display.server import demo_display_settings, start_display_thread
 from services.kafka_io import create_topics
 from services.kafka_local import KafkaProvisioningError, LocalKafka, free_port, wait_for_broker
 
@@ -138,6 +140,15 @@ def run_system(settings: Settings, *, beds: int, speed: str, seconds: float | No
             proc = procs.spawn(argv, env=env, log_path=log)
             processes.append(proc)
             children.append(_Child(name, _process_alive(proc), log))
+        display_settings = demo_display_settings()  # development unless VIGIL_ENV is set
+        display_thread = start_display_thread(
+            settings,
+            stop=stop,
+            display=display_settings,
+            port=_usable_port(display_settings.display_host, display_settings.display_port),
+            echo=click.echo,  # the URL, and in development the demo users' passwords
+        )
+        children.append(_Child("display", display_thread.is_alive, logs / "display.log"))
         click.echo(
             f"worker, listeners and simulator ({beds} beds, speed {speed}) started;"
             f" logs in {logs}\n"
@@ -175,7 +186,7 @@ def run_system(settings: Settings, *, beds: int, speed: str, seconds: float | No
             click.echo(_log_tail(failed.log), err=True)
             return 1
         return 0
-    except KafkaProvisioningError as exc:
+    except (KafkaProvisioningError, DisplayConfigError, UsersFileError) as exc:
         click.echo(f"error: {exc}", err=True)
         return 1
     except KeyboardInterrupt:

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 from kafka import KafkaAdminClient
@@ -59,13 +60,14 @@ def _children_of(pid: int) -> set[int]:
 def test_vigil_run_shows_an_alert_and_ctrl_c_leaves_no_process(tmp_path: Path) -> None:
     """The embedded default: its own fresh broker, worker, listeners and simulator; an HL7
     message sent to the printed port is acknowledged; SIGINT stops all."""
-    kafka_port, controller_port, metrics_port, hl7_port = free_ports(4)
+    kafka_port, controller_port, metrics_port, hl7_port, display_port = free_ports(5)
     env = {key: value for key, value in os.environ.items() if key != "KAFKA_BOOTSTRAP_SERVERS"} | {
         "VIGIL_DATA_DIR": str(tmp_path),
         "VIGIL_KAFKA_PORT": str(kafka_port),
         "VIGIL_KAFKA_CONTROLLER_PORT": str(controller_port),
         "VIGIL_METRICS_PORT": str(metrics_port),
         "VIGIL_HL7_PORT": str(hl7_port),
+        "VIGIL_DISPLAY_PORT": str(display_port),
         "PYTHONUNBUFFERED": "1",
     }
     out_path = tmp_path / "run.out"
@@ -85,6 +87,12 @@ def test_vigil_run_shows_an_alert_and_ctrl_c_leaves_no_process(tmp_path: Path) -
         output = out_path.read_text()
         assert "START  MEDIUM ICU1-01  sim-001  MAP below 65 mmHg" in output, output
         assert f"send HL7 v2 (MLLP) to 127.0.0.1:{hl7_port}" in output
+        assert f"display: http://127.0.0.1:{display_port}/" in output
+        with urllib.request.urlopen(f"http://127.0.0.1:{display_port}/", timeout=10) as page:
+            assert page.status == 200  # development mode: guests view the unit
+        overview = f"http://127.0.0.1:{display_port}/api/overview"
+        with urllib.request.urlopen(overview, timeout=10) as api:
+            assert "MAP below 65 mmHg" in api.read().decode()  # the alarm is on the display
         client = MllpClient(hl7_port)
         try:
             assert ack_code(client.send(PCD01_MESSAGE)) == "AA"
