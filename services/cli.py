@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import sys
 import threading
 from datetime import datetime
@@ -18,13 +17,9 @@ from services.cli_kafka import kafka_group
 @click.version_option(package_name="vigil")
 def main() -> None:
     """Vigil: real-time early warning of multi-organ dysfunction in the ICU."""
-    logging.basicConfig(
-        level=load_settings().log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    for noisy in ("kafka", "aiokafka"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    from services.observability import configure_logging
+
+    configure_logging(load_settings().log_level)  # VIGIL_LOG_FORMAT=json|text; redacts ids
 
 
 main.add_command(kafka_group)
