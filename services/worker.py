@@ -1,15 +1,22 @@
-"""Shell of ``vigil worker``: settings -> faust app -> running worker with /metrics."""
+"""Shell of ``vigil worker``: settings -> faust app -> running worker with /metrics.
+
+On ``VIGIL_METRICS_PORT``: ``/metrics``, ``/healthz`` (the event loop refreshed the
+worker's status within 30 s) and ``/readyz`` (partitions assigned, tables recovered,
+consumer fetching). Logging is ``services.observability``'s (JSON or text, redacted);
+faust is told not to replace it.
+"""
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
-
-from prometheus_client import start_http_server
+from typing import Any
 
 from services.config import Settings
 from services.kafka_io import check_topics
+from services.observability import Probes, configure_logging, serve_probes
 from streams.app import WorkerConfig, create_app
+from streams.metrics import WorkerWatch, watch_of
 from streams.rules import load_rules
 
 log = logging.getLogger(__name__)
@@ -29,15 +36,14 @@ def worker_config(settings: Settings, rules_path: Path | None = None) -> WorkerC
 
 def run_worker(settings: Settings, rules_path: Path | None = None) -> None:
     """Run until SIGTERM/SIGINT. Rules and topics are checked before anything starts."""
-    from faust import Worker
-
     config = worker_config(settings, rules_path)
     check_topics(settings.bootstrap_servers, settings.topics, ["vitals", "alerts", "deadletter"])
     config.datadir.mkdir(parents=True, exist_ok=True)
     app = create_app(config)
+    watch = watch_of(app)
+    assert watch is not None, "create_app attaches the worker's watch"
     if settings.metrics_port:
-        start_http_server(settings.metrics_port, addr=settings.metrics_host)
-        log.info("metrics on http://%s:%d/metrics", settings.metrics_host, settings.metrics_port)
+        serve_probes(settings.metrics_host, settings.metrics_port, worker_probes(watch))
     log.info(
         "worker %s: %d rules, topics %s*, store %s",
         config.app_id,
@@ -45,4 +51,29 @@ def run_worker(settings: Settings, rules_path: Path | None = None) -> None:
         settings.topic_prefix,
         settings.store,
     )
-    Worker(app, loglevel=settings.log_level.lower(), quiet=True).execute_from_commandline()
+    configure_logging(settings.log_level)  # idempotent; the worker may run without main()
+    worker_class(watch)(
+        app, loglevel=settings.log_level.lower(), quiet=True, override_logging=False
+    ).execute_from_commandline()
+
+
+def worker_probes(watch: WorkerWatch) -> Probes:
+    """Liveness: the event loop runs the watch. Readiness: the watch's verdict."""
+    probes = Probes()
+    probes.alive("event_loop", watch.live)
+    probes.ready("partitions_assigned", lambda: watch.assigned > 0)
+    probes.ready("tables_recovered", lambda: watch.recovered)
+    probes.ready("consumer_fetching", lambda: watch.fetching)
+    return probes
+
+
+def worker_class(watch: WorkerWatch) -> Any:
+    """faust's Worker that also runs ``watch`` in its event loop from the first start."""
+    from faust import Worker
+
+    class _WatchedWorker(Worker):
+        async def on_first_start(self) -> None:
+            await super().on_first_start()
+            self.add_future(watch.run())
+
+    return _WatchedWorker
