@@ -166,6 +166,8 @@ def create_app(config: WorkerConfig, clock: Clock = _wall_clock) -> faust.App:
     live: dict[str, _Live] = {}
     merges: dict[int, PartitionMerge] = {}  # partition -> event-time merge of its sources
     schedules: dict[int, TickSchedule] = {}  # partition -> patients by "no data" due time
+    # lag, alarms shown, readiness: refreshed every few seconds (services.worker starts it)
+    metrics.watch_worker(app, lambda: [entry.state for entry in live.values()], config.rules)
 
     async def _drop_live(_sender: Any, /, *_args: Any, signal: Any, **_kwargs: Any) -> None:
         # A partition may have moved: forget held records (the next owner re-reads them)
@@ -433,7 +435,8 @@ def create_app(config: WorkerConfig, clock: Clock = _wall_clock) -> faust.App:
             for partition in sorted(merges):
                 drafts += release(partition, touched, failed)
             for bad_event, bad_source, error in failed:
-                log.error("%s record failed; dead-lettered: %r", bad_source, error)
+                # the error's text (which may name the patient) goes to the dead letter only
+                log.error("%s record failed (%s); dead-lettered", bad_source, type(error).__name__)
                 await dead_letter(bad_event, bad_source, "processing_error", repr(error))
                 bad_event.ack()  # the merge queue's reference
             # Alerts first, acknowledged by Kafka, then the state that remembers them: a
