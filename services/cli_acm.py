@@ -102,13 +102,12 @@ def acm_send(
     raises the technical alert acm.delivery_failed on the alerts topic when no ACK
     arrives for --watchdog seconds while alerts wait, and ends it when deliveries resume.
     """
-    from prometheus_client import start_http_server
-
     from schemas.alerts import AlertPriority
     from services.acm.oru_r40 import ReporterIdentity
     from services.acm.sender import AcmSender, SenderConfig, default_group
     from services.alerts_tail import AlertFilter
     from services.kafka_io import TopicLayoutError, check_topics
+    from services.observability import Probes, serve_probes
 
     host, port = parse_destination(to)
     settings = load_settings()
@@ -136,8 +135,9 @@ def acm_send(
         check_topics(settings.bootstrap_servers, settings.topics, ["alerts", "deadletter"])
     except TopicLayoutError as exc:
         raise click.ClickException(str(exc)) from exc
+    probes = Probes()  # /metrics, /healthz, /readyz; checks added once the sender exists
     if metrics_port:
-        start_http_server(metrics_port, addr=settings.metrics_host)
+        serve_probes(settings.metrics_host, metrics_port, probes)
     stop = threading.Event()
     previous_handler = None
     if threading.current_thread() is threading.main_thread():
@@ -156,6 +156,8 @@ def acm_send(
         group_id=group_id,
         from_beginning=from_beginning,
     )
+    probes.alive("sender_loop", sender.live)
+    probes.ready("kafka", sender.ready)
     try:
         delivered = sender.run(should_stop=stop.is_set, max_messages=max_messages)
     except KeyboardInterrupt:

@@ -28,6 +28,7 @@ import os
 import re
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -365,3 +366,28 @@ def configure_logging(
     for noisy in QUIET_LOGGERS:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     return handler
+
+
+class Heartbeat:
+    """A loop's sign of life: ``beat()`` from the loop, ``live()`` from the probe thread.
+
+    >>> now = [0.0]
+    >>> heart = Heartbeat(stale_after_s=5, clock=lambda: now[0])
+    >>> now[0] = 6.0; heart.live()
+    False
+    >>> heart.beat(); heart.live()
+    True
+    """
+
+    def __init__(
+        self, stale_after_s: float = 30.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.stale_after_s = stale_after_s
+        self.clock = clock
+        self.last = clock()
+
+    def beat(self) -> None:
+        self.last = self.clock()
+
+    def live(self) -> bool:
+        return self.clock() - self.last <= self.stale_after_s

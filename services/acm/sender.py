@@ -188,6 +188,8 @@ class AcmSender:
         self.committed: dict[TopicPartition, int] = {}
         self.last_commit = clock()
         self.started = clock()
+        self.last_tick = self.started  # the loop's heartbeat (liveness probe)
+        self.assigned = 0  # partitions of the alerts topic, as of the last tick
         self.delivered = 0
         self._stop: Callable[[], bool] = lambda: False
         self._paused = False
@@ -383,6 +385,7 @@ class AcmSender:
     def tick(self) -> None:
         """Publish a due delivery alarm start or end; refresh gauges; keep the group."""
         now = self.clock()
+        self.last_tick, self.assigned = now, len(self.consumer.assignment())
         dog = self.watchdog
         last = dog.last_ack if dog.last_ack is not None else self.started
         self.m_since.set(now - last)
@@ -426,6 +429,14 @@ class AcmSender:
         self.keep_group(waiting=self._delivering)
 
     alarm_event: AlertEvent
+
+    def live(self, stale_after_s: float = 30.0) -> bool:
+        """The sender loop ticked recently (it ticks every 0.2 s, delivering or not)."""
+        return self.clock() - self.last_tick <= stale_after_s
+
+    def ready(self) -> bool:
+        """Kafka reachable (producer connected) and partitions of the alerts topic assigned."""
+        return self.assigned > 0 and bool(self.producer.bootstrap_connected())
 
     def keep_group(self, *, waiting: bool) -> None:
         """While one message waits long, poll now and then with every partition paused

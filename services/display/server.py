@@ -2,7 +2,9 @@
 
 ``serve_display`` blocks; call it in a thread (``vigil run``) or as the main
 program (``vigil display``). It binds its socket before serving, so ``port=0``
-works and the printed URL is the real one.
+works and the printed URL is the real one. Beside the app's ``/healthz`` it serves
+``/readyz`` (the Kafka feed caught up, no Kafka error) and ``/metrics`` (the
+``vigil_display_*`` figures of every display in the process).
 """
 
 from __future__ import annotations
@@ -12,18 +14,62 @@ import logging
 import os
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import uvicorn
+from prometheus_client import REGISTRY
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from services.config import Settings
 from services.display.app import create_app
 from services.display.auth import DisplaySettings, resolve_access
 from services.display.feed import KafkaFeed
 from services.display.state import UnitState
+from services.observability import Probes, with_probes
 
 log = logging.getLogger(__name__)
+
+
+class _DisplayCollector:
+    """``vigil_display_*`` summed over the displays serving in this process."""
+
+    def __init__(self) -> None:
+        self.sources: dict[int, Callable[[], dict[str, Any]]] = {}
+
+    def describe(self) -> list[Metric]:
+        return list(self._families({}))
+
+    def collect(self) -> Iterator[Metric]:
+        return self._families({k: f() for k, f in list(self.sources.items())})
+
+    @staticmethod
+    def _families(stats: dict[int, dict[str, Any]]) -> Iterator[Metric]:
+        figures = list(stats.values())
+        yield GaugeMetricFamily(
+            "vigil_display_pages",
+            "Open central-station pages (live event streams)",
+            value=sum(s["pages"] for s in figures),
+        )
+        yield CounterMetricFamily(
+            "vigil_display_feed_records",
+            "Records the display read from Kafka",
+            value=sum(s["records"] for s in figures),
+        )
+        yield CounterMetricFamily(
+            "vigil_display_invalid_records",
+            "Records the display skipped as unreadable",
+            value=sum(s["invalid_records"] for s in figures),
+        )
+        yield GaugeMetricFamily(
+            "vigil_display_kafka_caught_up",
+            "1 when every display's feed has read up to the end of its topics",
+            value=1 if figures and all(s["kafka_caught_up"] for s in figures) else 0,
+        )
+
+
+DISPLAY_METRICS = _DisplayCollector()
+REGISTRY.register(DISPLAY_METRICS)
 
 
 def demo_display_settings() -> DisplaySettings:
@@ -97,7 +143,7 @@ def _prepare(
             "kafka_error": feed.last_error,
         }
 
-    app = create_app(
+    inner = create_app(
         state,
         lock,
         access,
@@ -107,6 +153,14 @@ def _prepare(
         session_hours=display.display_session_hours,
         status=status,
     )
+    probes = Probes()
+    probes.ready("kafka_caught_up", feed.caught_up.is_set)
+    probes.ready("kafka_reachable", lambda: feed.last_error is None)
+    app = with_probes(inner, probes)
+
+    def figures() -> dict[str, Any]:
+        return {**status(), "pages": len(inner.state.hub.queues)}
+
     bind_host = host or display.display_host
     sock = socket.socket(socket.AF_INET6 if ":" in bind_host else socket.AF_INET)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -131,7 +185,7 @@ def _prepare(
         task = asyncio.create_task(server.serve(sockets=[sock]))
         while not task.done():
             if stop.is_set() or server.should_exit:
-                app.state.hub.close()
+                inner.state.hub.close()
                 server.should_exit = True
                 break
             await asyncio.sleep(0.2)
@@ -146,9 +200,11 @@ def _prepare(
 
     def run() -> None:
         feed.start()
+        DISPLAY_METRICS.sources[id(feed)] = figures
         try:
             asyncio.run(serve())
         finally:
+            DISPLAY_METRICS.sources.pop(id(feed), None)
             feed.stop()
             sock.close()
             echo("display stopped")

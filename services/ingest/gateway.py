@@ -73,6 +73,13 @@ class KafkaGateway:
     async def start(self) -> None:
         await self._producer.start()
 
+    def connected(self) -> bool:
+        """Kafka reachable: the producer holds a live broker connection and has not failed."""
+        if self.fatal is not None:
+            return False
+        conns = getattr(self._producer.client, "_conns", {})
+        return any(conn.connected() for conn in list(conns.values()))
+
     async def stop(self) -> None:
         """Flush what is still queued (bounded by the producer's timeouts), then close."""
         await self._producer.stop()

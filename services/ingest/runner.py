@@ -9,12 +9,11 @@ import signal
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from prometheus_client import start_http_server
-
 from services.config import Settings
 from services.ingest.gateway import KafkaGateway
 from services.ingest.server import Codec, Listener, ListenerLimits
 from services.kafka_io import check_topics
+from services.observability import Heartbeat, Probes, ProbeServer, serve_probes
 
 log = logging.getLogger(__name__)
 
@@ -65,17 +64,18 @@ async def serve_listeners(
         publish_timeout_s=settings.ingest_publish_timeout_s,
     )
     await gateway.start()
+    servers: list[asyncio.Server] = []
+    beat = Heartbeat()
+    probes = Probes()
+    probes.alive("event_loop", beat.live)
+    probes.ready("kafka", gateway.connected)
+    probes.ready("listening", lambda: len(servers) == len(specs))
+    probe_server: ProbeServer | None = None
     if settings.ingest_metrics_port:
         try:
-            start_http_server(settings.ingest_metrics_port, addr=settings.metrics_host)
-            log.info(
-                "metrics on http://%s:%d/metrics",
-                settings.metrics_host,
-                settings.ingest_metrics_port,
-            )
+            probe_server = serve_probes(settings.metrics_host, settings.ingest_metrics_port, probes)
         except OSError as exc:  # e.g. a second listener process on one host
             log.warning("no /metrics on port %d: %s", settings.ingest_metrics_port, exc)
-    servers: list[asyncio.Server] = []
     listeners: list[Listener] = []
     try:
         for spec in specs:
@@ -86,6 +86,7 @@ async def serve_listeners(
             port = server.sockets[0].getsockname()[1]
             on_ready(spec.codec.adapter, settings.ingest_host, port)
         while not stop.is_set() and gateway.fatal is None:
+            beat.beat()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), 0.5)
         if gateway.fatal is not None:
@@ -96,6 +97,8 @@ async def serve_listeners(
             server.close()  # no new connections
         await asyncio.gather(*(listener.shutdown() for listener in listeners))
         await gateway.stop()  # flushes writes still in flight
+        if probe_server is not None:
+            probe_server.close()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(signum)
     if gateway.fatal is not None:
