@@ -1,7 +1,8 @@
 """Offline consistency of the Docker path: compose, Dockerfile, Prometheus and Grafana assets.
 
 No Docker needed: the files are parsed and checked against the code they configure (the
-``vigil`` CLI, ``services.config.Settings``, the worker's metrics in ``streams.metrics``).
+``vigil`` CLI, ``services.config.Settings``, the metrics each process defines: the worker's
+in ``streams.metrics``, the listeners', the acm sender's, the display's, the risk agent's).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import tomllib
 from collections.abc import Iterator, Mapping
 from fnmatch import fnmatch
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import click
@@ -22,8 +24,12 @@ import yaml
 from prometheus_client.metrics import MetricWrapperBase
 from pydantic import AliasChoices
 
+from services import risk_agent
+from services.acm import sender as acm_metrics
 from services.cli import main
 from services.config import Settings
+from services.display import server as display_server
+from services.ingest import server as ingest_metrics
 from services.kafka_local import KAFKA_VERSION
 from streams import metrics as worker_metrics
 
@@ -32,6 +38,7 @@ COMPOSE_FILE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
 PROMETHEUS_FILE = ROOT / "deploy" / "prometheus" / "prometheus.yml"
+PROMETHEUS_TARGETS = ROOT / "deploy" / "prometheus" / "targets"
 GRAFANA = ROOT / "deploy" / "grafana"
 DATASOURCES_FILE = GRAFANA / "provisioning" / "datasources" / "prometheus.yml"
 DASHBOARD_PROVIDER_FILE = GRAFANA / "provisioning" / "dashboards" / "vigil.yml"
@@ -174,19 +181,63 @@ def sample_names(family: prometheus_client.Metric) -> set[str]:
     return {family.name + suffix for suffix in suffixes}
 
 
+PROCESS_METRICS: dict[str, ModuleType] = {
+    "vigil-worker": worker_metrics,
+    "vigil-listeners": ingest_metrics,
+    "vigil-acm": acm_metrics,
+    "vigil-display": display_server,
+    "vigil-risk": risk_agent,
+}
+"""Prometheus job -> the module whose metrics that process exports."""
+
+
+def metric_objects(module: ModuleType) -> list[Any]:
+    """The metrics (and custom collectors) a module defines or imports at module level."""
+    return [
+        m
+        for m in vars(module).values()
+        if isinstance(m, MetricWrapperBase) or (hasattr(m, "describe") and hasattr(m, "collect"))
+        if not isinstance(m, type)
+    ]
+
+
+def metric_names(module: ModuleType) -> dict[str, set[str]]:
+    """``{series name: label names}`` of every metric of ``module``."""
+    names: dict[str, set[str]] = {}
+    for metric in metric_objects(module):
+        for family in metric.describe():
+            labels = set(getattr(metric, "_labelnames", ()))
+            labels |= {"le"} if family.type == "histogram" else set()
+            for name in sample_names(family):
+                names[name] = labels
+    return names
+
+
 def worker_metric_objects() -> list[MetricWrapperBase]:
     return [m for m in vars(worker_metrics).values() if isinstance(m, MetricWrapperBase)]
 
 
 def worker_metric_names() -> dict[str, set[str]]:
     """``{series name: label names}`` of every metric defined in ``streams.metrics``."""
+    return metric_names(worker_metrics)
+
+
+def every_metric_name() -> dict[str, set[str]]:
     names: dict[str, set[str]] = {}
-    for metric in worker_metric_objects():
-        for family in metric.describe():
-            labels = set(metric._labelnames) | ({"le"} if family.type == "histogram" else set())
-            for name in sample_names(family):
-                names[name] = labels
+    for module in PROCESS_METRICS.values():
+        names |= metric_names(module)
     return names
+
+
+def jobs_of(expr: str) -> set[str]:
+    """The Prometheus jobs a query selects (``job="x"`` or ``job=~"x|y"`` or ``vigil-.*``)."""
+    jobs: set[str] = set()
+    for op, value in re.findall(r'job\s*(=~|=)\s*"([^"]*)"', expr):
+        if op == "=":
+            jobs.add(value)
+        else:
+            jobs |= {job for job in PROCESS_METRICS if re.fullmatch(value, job)}
+    return jobs
 
 
 def standard_process_metric_names() -> set[str]:
@@ -400,7 +451,7 @@ def test_worker_metrics_port_is_what_prometheus_scrapes() -> None:
     health = " ".join(SERVICES["worker"]["healthcheck"]["test"])
     url = re.search(r"http://([\w.]+):(\d+)(/\w+)", health)
     assert url, health
-    assert (int(url.group(2)), url.group(3)) == (port, "/metrics")
+    assert (int(url.group(2)), url.group(3)) == (port, "/readyz")  # services.observability
 
     prometheus = yaml.safe_load(PROMETHEUS_FILE.read_text())
     jobs = {job["job_name"]: job for job in prometheus["scrape_configs"]}
@@ -464,6 +515,40 @@ def test_grafana_provisioning_paths_exist_and_match() -> None:
     assert "9090" in published
 
 
+def test_listeners_are_scraped_and_checked_for_readiness() -> None:
+    env = environment("listeners")
+    port = int(env["VIGIL_INGEST_METRICS_PORT"])
+    assert port > 0
+    assert env["VIGIL_METRICS_HOST"] == "0.0.0.0"
+    assert env["VIGIL_INGEST_HOST"] == "0.0.0.0"
+    health = " ".join(SERVICES["listeners"]["healthcheck"]["test"])
+    assert f"http://127.0.0.1:{port}/readyz" in health
+    published = {interpolate(p, {}).rsplit(":", 1)[-1] for p in SERVICES["listeners"]["ports"]}
+    settings = Settings()
+    listening = {settings.hl7_port, settings.nirs_port, settings.crrt_port, settings.context_port}
+    assert {str(p) for p in listening | {port}} <= published
+    jobs = {
+        job["job_name"]: job
+        for job in yaml.safe_load(PROMETHEUS_FILE.read_text())["scrape_configs"]
+    }
+    targets = [t for static in jobs["vigil-listeners"]["static_configs"] for t in static["targets"]]
+    assert targets == [f"listeners:{port}"]
+
+
+def test_every_process_has_a_scrape_job() -> None:
+    config = yaml.safe_load(PROMETHEUS_FILE.read_text())
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    assert set(PROCESS_METRICS) <= set(jobs)
+    mount = bind_mounts("prometheus")["./deploy/prometheus/targets"]
+    for name, job in jobs.items():
+        assert job.get("metrics_path", "/metrics") == "/metrics", name
+        for sd in job.get("file_sd_configs", []):
+            for path in sd["files"]:
+                assert path.startswith(mount + "/"), path
+                local = PROMETHEUS_TARGETS / path.removeprefix(mount + "/")
+                assert isinstance(yaml.safe_load(local.read_text()), list), local
+
+
 # ---------------------------------------------------------------- the Grafana dashboard
 
 
@@ -484,27 +569,51 @@ def test_dashboard_identity_and_datasource(dashboard: dict[str, Any]) -> None:
     assert len(ids) == len(set(ids))
 
 
-def test_dashboard_metrics_exist_in_the_worker(targets: list[dict[str, Any]]) -> None:
-    ours = worker_metric_names()
-    known = set(ours) | standard_process_metric_names() | {"up"}  # `up`: Prometheus' own
+def test_dashboard_metrics_exist_in_the_process_of_their_job(
+    targets: list[dict[str, Any]],
+) -> None:
+    """A query names only metrics that the process it selects (by job) exports."""
+    common = standard_process_metric_names() | {"up"}  # `up`: Prometheus' own
     used: set[str] = set()
     for target in targets:
-        names, _ = promql_names(target["expr"])
-        assert names, f"no metric found in {target['expr']!r}"
-        assert names <= known, f"unknown metrics {sorted(names - known)} in {target['expr']!r}"
+        expr = target["expr"]
+        names, _ = promql_names(expr)
+        jobs = jobs_of(expr)
+        assert names, f"no metric found in {expr!r}"
+        assert jobs, f"no vigil job selected in {expr!r}"
+        known = set(common)
+        for job in jobs:
+            known |= set(metric_names(PROCESS_METRICS[job]))
+        assert names <= known, (
+            f"not exported by {sorted(jobs)}: {sorted(names - known)} in {expr!r}"
+        )
         used |= names
-    # Every worker metric is on the dashboard.
-    for metric in worker_metric_objects():
-        (family,) = metric.describe()
-        assert sample_names(family) & used, f"{family.name} is not on the dashboard"
+    # Every metric of every process is on the dashboard.
+    for job, module in PROCESS_METRICS.items():
+        for metric in metric_objects(module):
+            for family in metric.describe():
+                assert sample_names(family) & used, f"{job}: {family.name} is not on the dashboard"
     assert {"process_resident_memory_bytes", "process_cpu_seconds_total"} <= used
+    assert {"vigil_consumer_lag_records", "vigil_active_alarms"} <= used
+
+
+def test_dashboard_shows_risk_model_quality(targets: list[dict[str, Any]]) -> None:
+    used = {name for t in targets for name in promql_names(t["expr"])[0]}
+    quality = {
+        "vigil_risk_rolling_auroc",
+        "vigil_risk_rolling_log_loss",
+        "vigil_risk_calibration_error",
+        "vigil_risk_drift_events_total",
+    }
+    assert quality <= used
+    assert quality <= set(metric_names(risk_agent))
 
 
 def test_dashboard_uses_only_aggregate_labels(
     dashboard: dict[str, Any], targets: list[dict[str, Any]]
 ) -> None:
     allowed = {"job", "instance", "le"}
-    for labels in worker_metric_names().values():
+    for labels in every_metric_name().values():
         allowed |= labels
     identifying = re.compile(r"patient|bed|mrn|name|encounter|visit", re.IGNORECASE)
     assert not [label for label in allowed if identifying.search(label)]
