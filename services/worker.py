@@ -72,6 +72,10 @@ def worker_class(watch: WorkerWatch) -> Any:
     from faust import Worker
 
     class _WatchedWorker(Worker):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.spinner = None  # no terminal spinner codes among the (JSON) log lines
+
         async def on_first_start(self) -> None:
             await super().on_first_start()
             self.add_future(watch.run())

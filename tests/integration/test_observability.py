@@ -1,0 +1,125 @@
+"""A real worker on the session broker: /healthz and /readyz turn ready, /metrics shows
+the consumer lag of its input partitions and the alarm it raised as an active alarm, and
+its log is JSON lines in which the patient's id never appears."""
+
+from __future__ import annotations
+
+import json
+import re
+import urllib.error
+import urllib.request
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from kafka import KafkaProducer
+
+from services.simulator import HypotensionEpisode, SimulationConfig, patient_id_of, simulate
+from tests.support.stack import Stack, unique_prefix, wait_for
+
+CONFIG = SimulationConfig(
+    beds=2,
+    seed=3,
+    start=datetime(2026, 6, 2, 9, 0, tzinfo=UTC),
+    duration_s=480,
+    episodes=(HypotensionEpisode(1, onset_s=30, duration_s=450),),
+)
+
+
+def probe(port: int, path: str) -> tuple[int, dict[str, object] | None]:
+    """(HTTP status, JSON body) of a probe; (0, None) while nothing answers."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+    except OSError:
+        return 0, None
+
+
+def scrape(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as response:
+        text: str = response.read().decode()
+    return text
+
+
+@pytest.mark.kafka
+def test_worker_probes_lag_active_alarms_and_json_logs_without_patient_ids(
+    kafka_bootstrap: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("VIGIL_LOG_FORMAT", "json")
+    monkeypatch.setenv("VIGIL_STORE", "memory://")
+    stack = Stack(kafka_bootstrap, tmp_path, unique_prefix("observe"))
+    port = stack.metrics_port
+    try:
+        stack.create_topics()
+        stack.start_worker()
+        wait_for(lambda: probe(port, "/healthz")[0] == 200, 30, "/healthz", stack.worker_log)
+        wait_for(lambda: probe(port, "/readyz")[0] == 200, 45, "/readyz", stack.worker_log)
+        status, body = probe(port, "/readyz")
+        assert status == 200
+        assert body == {
+            "status": "ok",
+            "checks": {
+                "event_loop": True,
+                "partitions_assigned": True,
+                "tables_recovered": True,
+                "consumer_fetching": True,
+            },
+        }
+
+        producer = KafkaProducer(bootstrap_servers=stack.bootstrap, acks="all", linger_ms=5)
+        for _t, batch in simulate(CONFIG):
+            for sample in batch:
+                producer.send(
+                    stack.registry.vitals,
+                    key=sample.patient_id.encode(),
+                    value=sample.model_dump_json().encode(),
+                )
+        producer.flush()
+        producer.close()
+        started = [a for a in stack.wait_for_alert("start", 45) if a.phase == "start"]
+        patient = patient_id_of(1)
+        assert {a.patient_id for a in started} == {patient}
+        priorities = {str(a.priority) for a in started}
+
+        def alarms_shown() -> bool:
+            text = scrape(port)
+            shown = sum(
+                float(value)
+                for priority in priorities
+                for value in re.findall(
+                    rf'^vigil_active_alarms{{kind="physiological",priority="{priority}"}} (\S+)$',
+                    text,
+                    re.MULTILINE,
+                )
+            )
+            return shown >= 1
+
+        wait_for(alarms_shown, 10, "the alert among the active alarms", stack.worker_log)
+
+        vitals = stack.registry.vitals
+        lag_line = re.compile(
+            rf'^vigil_consumer_lag_records{{partition="(\d+)",topic="{re.escape(vitals)}"}} (\S+)$',
+            re.MULTILINE,
+        )
+
+        def lag_drained() -> bool:
+            found = {int(p): float(v) for p, v in lag_line.findall(scrape(port))}
+            return set(found) == set(range(stack.partitions)) and not any(found.values())
+
+        wait_for(lag_drained, 10, "lag of every vitals partition, drained", stack.worker_log)
+        assert stack.metric("vigil_worker_ready") == 1.0
+        assert stack.metric("vigil_assigned_partitions") is not None
+    finally:
+        stack.stop_all()
+
+    log = (tmp_path / "worker.log").read_text()
+    entries = [json.loads(line) for line in log.splitlines() if line.startswith("{")]
+    assert entries, log[-2000:]
+    assert all({"time", "level", "logger", "message"} <= set(e) for e in entries)
+    assert any(e["logger"].startswith("faust") for e in entries), "faust's logs are JSON too"
+    not_json = [line for line in log.splitlines() if line.strip() and not line.startswith("{")]
+    assert not not_json, not_json[:5]
+    for bed in range(1, CONFIG.beds + 1):
+        assert patient_id_of(bed) not in log
