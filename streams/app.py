@@ -4,8 +4,9 @@ Everything clinical lives in pure modules (``streams.patient`` and the feature
 groups, ``streams.alarm``); this module only wires them to Kafka.
 
 - **One agent over every co-partitioned input** (vitals, nirs, crrt, labs,
-  context, alerts.ack): a patient's records all land on the same partition
-  number, so one worker owns all of a patient's inputs and state.
+  context, alerts.ack, and risk from the risk agent): a patient's records all
+  land on the same partition number, so one worker owns all of a patient's
+  inputs and state.
 - **Batches.** Records are taken in batches (``take_events``); each patient's
   records are applied in order, its alerts sent, and Kafka's acknowledgement of
   every alert awaited once per batch.
@@ -44,6 +45,7 @@ from pydantic import ValidationError
 from schemas.alerts import AlertAck
 from schemas.context import ContextEvent
 from schemas.deadletter import DeadLetter
+from schemas.derived import RiskScore
 from schemas.observations import CrrtStatus, LabResults, NirsSample, ObservationMessage, VitalSigns
 from schemas.topics import TopicRegistry
 from streams import metrics
@@ -63,6 +65,7 @@ INPUTS: dict[str, type[ObservationMessage] | None] = {
     "labs": LabResults,
     "context": None,
     "alerts.ack": None,
+    "risk": None,
 }
 SNAPSHOT_EVERY_S = 10.0
 """Write a patient's state when its event time moved this far since the last write."""
@@ -218,6 +221,8 @@ def create_app(config: WorkerConfig, clock: Clock = _wall_clock) -> faust.App:
             payload: Any = ContextEvent.model_validate_json(raw).root
         elif source == "alerts.ack":
             payload = AlertAck.model_validate_json(raw)
+        elif source == "risk":
+            payload = RiskScore.model_validate_json(raw)
         else:
             assert model is not None
             payload = model.model_validate_json(raw)
@@ -237,12 +242,16 @@ def create_app(config: WorkerConfig, clock: Clock = _wall_clock) -> faust.App:
             drafts = state.apply_context(payload, config.rules)
         elif source == "alerts.ack":
             drafts = state.acknowledge(payload, config.rules)
+        elif source == "risk":
+            drafts = state.apply_risk(payload, config.rules)
         else:
             drafts = state.apply_observations(source, payload, config.rules)
         state.remember(position, event.message.offset)
-        if state.clock is not None:
-            schedule = schedules.setdefault(entry.partition, TickSchedule())
-            schedule.schedule(state.patient_id, state.next_tick_at(config.rules, state.clock))
+        if state.clock is not None:  # re-checked on the next tick (``tick_due``)
+            schedule = schedules.get(entry.partition)
+            if schedule is None:
+                schedule = schedules[entry.partition] = TickSchedule()
+            schedule.schedule(state.patient_id, state.clock)
         if state.late_samples != late_before:
             metrics.SAMPLES_LATE.labels(source).inc(state.late_samples - late_before)
         return entry, drafts
@@ -406,7 +415,9 @@ def create_app(config: WorkerConfig, clock: Clock = _wall_clock) -> faust.App:
                 try:
                     payload = decode(event, source)
                     if source in FREQUENT_SOURCES:  # merged in event time, applied below
-                        merge = merges.setdefault(message.partition, PartitionMerge())
+                        merge = merges.get(message.partition)
+                        if merge is None:
+                            merge = merges[message.partition] = PartitionMerge()
                         # un-acknowledged while queued: a crash then re-reads it, not loses it
                         message.incref()
                         merge.add(source, payload.observed_at.timestamp(), (event, payload))

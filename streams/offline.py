@@ -19,13 +19,14 @@ from pydantic import BaseModel
 
 from schemas.alerts import AlertAck
 from schemas.context import ContextEvent
+from schemas.derived import RiskScore
 from schemas.observations import ObservationMessage
 from streams.alarm import AlertDraft
 from streams.merge import PartitionMerge, TickSchedule
 from streams.patient import FREQUENT_SOURCES, PatientState, tick_due
 from streams.rules import RuleSet
 
-RAW_SOURCES = frozenset({"vitals", "nirs", "crrt", "labs", "context", "alerts.ack"})
+RAW_SOURCES = frozenset({"vitals", "nirs", "crrt", "labs", "context", "alerts.ack", "risk"})
 
 
 def partition_of(patient_id: str, partitions: int) -> int:
@@ -55,11 +56,13 @@ class OfflinePipeline:
         return state
 
     def _schedule(self, state: PatientState) -> None:
-        """After a record: when its "no data" rules could next change (as the worker)."""
+        """After a record: re-check its "no data" rules on the next tick (as the worker)."""
         if state.clock is not None:
             partition = partition_of(state.patient_id, self.partitions)
-            schedule = self.schedules.setdefault(partition, TickSchedule())
-            schedule.schedule(state.patient_id, state.next_tick_at(self.rules, state.clock))
+            schedule = self.schedules.get(partition)
+            if schedule is None:
+                schedule = self.schedules[partition] = TickSchedule()
+            schedule.schedule(state.patient_id, state.clock)
 
     def feed(self, source: str, payload: BaseModel) -> list[AlertDraft]:
         """Apply one record of a raw topic; topics Vigil does not consume are ignored."""
@@ -71,6 +74,8 @@ class OfflinePipeline:
         state = self._state(patient_id)
         if isinstance(payload, AlertAck):
             found = state.acknowledge(payload, self.rules)
+        elif isinstance(payload, RiskScore):
+            found = state.apply_risk(payload, self.rules)
         elif not isinstance(payload, ObservationMessage):
             found = state.apply_context(payload, self.rules)  # type: ignore[arg-type]
         elif source not in FREQUENT_SOURCES:
@@ -83,7 +88,9 @@ class OfflinePipeline:
     def _merged(self, source: str, payload: ObservationMessage) -> list[AlertDraft]:
         patient_id = payload.patient_id
         partition = partition_of(patient_id, self.partitions)
-        merge = self.merges.setdefault(partition, PartitionMerge())
+        merge = self.merges.get(partition)
+        if merge is None:
+            merge = self.merges[partition] = PartitionMerge()
         merge.add(source, payload.observed_at.timestamp(), payload)
         drafts: list[AlertDraft] = []
         for kind, at, item in merge.release(lambda _source: True):

@@ -60,7 +60,7 @@ from schemas.context import (
     Transfer,
     Weight,
 )
-from schemas.derived import FeatureSnapshot, FeatureValue, Organ, OrganState
+from schemas.derived import FeatureSnapshot, FeatureValue, Organ, OrganState, RiskScore
 from schemas.observations import ObservationMessage
 from streams.alarm import ActiveAlarm, AlertContext, AlertDraft, PatientAlarms
 from streams.features.base import FeatureGroup, Features, PatientFacts
@@ -76,7 +76,7 @@ from streams.features.windows import DAY_S, HOUR_S, SparseSeries
 from streams.merge import TickSchedule
 from streams.rules import PRIORITY_RANK, AllOf, AnyOf, Clause, Condition, Rule, RuleSet
 
-SOURCES = ("vitals", "nirs", "crrt", "labs", "context")
+SOURCES = ("vitals", "nirs", "crrt", "labs", "context", "risk")
 FREQUENT_SOURCES = ("vitals", "nirs", "crrt")
 GAP_S = 60.0
 """A frequent source silent this long makes its features unknown first (gap policy)."""
@@ -130,6 +130,8 @@ _ARTEFACT_SOURCES = frozenset({"vitals", "nirs"})
 _DATA_AGES = frozenset(name for name in _TECHNICAL if name.endswith("_data_age_s"))
 """"No data" features: evaluated only on ticks, against the sources' own progress."""
 _SCORE_FEATURES = frozenset(name for name, spec in FEATURES.items() if spec.organ == "scores")
+_RISK_FEATURES = frozenset(name for name, spec in FEATURES.items() if spec.organ == "risk")
+"""From the risk topic: for the rules only, not published on the features topic."""
 
 
 def _feature_sources() -> dict[str, frozenset[str]]:
@@ -166,6 +168,9 @@ def _feature_sources() -> dict[str, frozenset[str]]:
     )
     found: dict[str, frozenset[str]] = {}
     for name, spec in FEATURES.items():
+        if spec.organ == "risk":
+            found[name] = frozenset({"risk"})
+            continue
         if spec.organ in ("technical", "scores"):
             found[name] = frozenset(SOURCES)
             for source in FREQUENT_SOURCES:
@@ -289,6 +294,23 @@ class PatientState:
 
     def remember(self, position: str, offset: int) -> None:
         self.offsets[position] = offset
+
+    def apply_risk(self, score: RiskScore, rules: RuleSet) -> list[AlertDraft]:
+        """A risk score from the risk agent (``streams.risk``): ``risk_<outcome>`` for
+        the risk rules, evaluated on the risk topic's own clock. A score not newer than
+        the last one of its outcome is late; an outcome without a feature is ignored."""
+        name = f"risk_{score.outcome}"
+        at = score.computed_at.timestamp()
+        if name not in _RISK_FEATURES:
+            return []
+        last = self.quantity_at.get(name)
+        if last is not None and at <= last:
+            self.late_samples += 1
+            return []
+        self.quantity_at[name] = at
+        self.cache[name] = score.probability
+        self.cache["risk_cold_start"] = 1.0 if score.cold_start else 0.0
+        return self._after_input("risk", at, None, rules)
 
     def apply_observations(
         self, source: str, message: ObservationMessage, rules: RuleSet
@@ -601,7 +623,7 @@ class PatientState:
                 value is not None
                 and before is not None
                 and not math.isclose(value, before, rel_tol=0.02, abs_tol=0.5)
-            ) and name not in _TECHNICAL:
+            ) and name not in _TECHNICAL | _RISK_FEATURES:
                 return True
         return False
 
@@ -615,6 +637,7 @@ class PatientState:
         values = {
             name: FeatureValue(value=features.get(name), unit=spec.unit, age_s=ages.get(spec.organ))
             for name, spec in FEATURES.items()
+            if name not in _RISK_FEATURES
         }
         organs = _organ_states(features, ages)
         known = features.get("sofa_known_organs")
@@ -649,6 +672,8 @@ class PatientState:
         """Per organ group, the fraction of its features that are known (0..1)."""
         totals: dict[str, list[int]] = {}
         for name, spec in FEATURES.items():
+            if name in _RISK_FEATURES:
+                continue
             row = totals.setdefault(spec.organ, [0, 0])
             row[0] += 1
             row[1] += features.get(name) is not None
@@ -687,10 +712,12 @@ class PatientState:
         patient.groups = {
             name: _GROUP_TYPES[name].from_state(group) for name, group in state["groups"].items()
         }
-        patient.engines = {k: PatientAlarms.from_state(e) for k, e in state["engines"].items()}
+        patient.engines.update(
+            {k: PatientAlarms.from_state(e) for k, e in state["engines"].items()}
+        )
         patient.watchdog = PatientAlarms.from_state(state["watchdog"])
         patient.weight = SparseSeries.from_state(state["weight"])
-        patient.sources = {n: _SourceClock.from_state(s) for n, s in state["sources"].items()}
+        patient.sources.update({n: _SourceClock.from_state(s) for n, s in state["sources"].items()})
         patient.quantity_at = dict(state["qat"])
         patient.offsets = dict(state["offsets"])
         patient.clock = state["clock"]
@@ -759,7 +786,11 @@ def tick_due(
     rules: RuleSet,
 ) -> Iterator[tuple[str, list[AlertDraft]]]:
     """Tick, at grid time ``at``, the patients of one partition due by then, and
-    schedule their next tick: ``(patient id, alert drafts)`` per patient ticked."""
+    schedule their next tick: ``(patient id, alert drafts)`` per patient ticked.
+
+    A record schedules its patient at its own time (cheap, once per grid step): here
+    the patient's due time is computed from its state as of ``at``, and it is
+    ticked only if that time has come."""
     for patient_id in schedule.pop_due(at):
         state = state_of(patient_id)
         if state is None:

@@ -138,6 +138,14 @@ _TECHNICAL = (
     ("nirs_artefact_fraction_5min", "1", "fraction of rSO2 values flagged artefact, 5 min"),
 )
 
+_RISK = (
+    ("risk_mods_progression_6h", "1", "probability of MODS progression within 6 h (risk agent)"),
+    ("risk_sepsis", "1", "probability of sepsis, PhysioNet 2019 label (risk agent)"),
+    ("risk_cold_start", "1", "1 while the latest risk score is the rule-based fallback"),
+)
+"""Inputs from the risk topic (``streams.risk``): read by rules, never published back on
+the features topic (the risk agent would learn from its own output)."""
+
 _ORGAN_OF = {
     "perfusion": _PERFUSION,
     "renal": _RENAL,
@@ -147,6 +155,7 @@ _ORGAN_OF = {
     "crrt": _CRRT,
     "scores": _SCORES,
     "technical": _TECHNICAL,
+    "risk": _RISK,
 }
 
 

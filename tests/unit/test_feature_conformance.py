@@ -103,7 +103,7 @@ GROUP_ORGANS: dict[str, frozenset[str]] = {
     "organs": frozenset({"respiratory", "coagulation", "liver", "cns", "cardiovascular"}),
 }
 """The catalogue organs each group owns."""
-PATIENT_STATE_ORGANS = frozenset({"scores", "technical"})
+PATIENT_STATE_ORGANS = frozenset({"scores", "technical", "risk"})
 """Organs ``PatientState`` computes itself (no group outputs them)."""
 
 DOCUMENTED_DEFAULTS: dict[str, float] = {

@@ -9,6 +9,7 @@ from schemas.alerts import AlertEvent, AlertPhase, AlertPriority
 from schemas.codes import Quantity
 from schemas.common import SourceInfo
 from schemas.context import Discharge, Weight
+from schemas.derived import RiskScore
 from schemas.observations import Measurement, NirsSample
 from streams.alarm import AlertDraft
 from streams.patient import FEATURE_SOURCES, PatientState
@@ -398,3 +399,40 @@ def test_scheduled_ticks_raise_what_ticking_every_patient_every_grid_point_raise
     no_data = {rule for rule, _id in scheduled if rule.endswith("_no_data")}
     assert {"technical.vitals_no_data", "technical.arterial_line_no_data"} <= no_data
     assert sorted(scheduled) == sorted(everywhere)
+
+
+def _risk(patient: str, t: int, probability: float, cold_start: bool = False) -> RiskScore:
+    return RiskScore(
+        patient_id=patient,
+        computed_at=T0 + seconds(t),
+        outcome="mods_progression_6h",
+        horizon_h=6.0,
+        probability=probability,
+        model_id="test",
+        model_version="1",
+        cold_start=cold_start,
+    )
+
+
+def test_risk_scores_alarm_after_their_on_delay_and_clear_through_hysteresis() -> None:
+    """risk.mods_progression_high: >= 0.5 held 10 min raises; below 0.4 for 30 min ends;
+    0.45 is inside the hysteresis band and keeps it; risk never reaches the features topic."""
+    state = PatientState("p-risk")
+    state.apply_observations("vitals", vitals("p-risk", T0, 80), RULES)
+    events: list[AlertEvent] = []
+    trace = [(t, 0.2) for t in range(0, 600, 60)]
+    trace += [(t, 0.6) for t in range(600, 1500, 60)]  # high from 600 s
+    trace += [(t, 0.45) for t in range(1500, 2400, 60)]  # in the band: stays
+    trace += [(t, 0.3) for t in range(2400, 5400, 60)]  # cleared from 2400 s
+    for t, p in trace:
+        events += _events(state.apply_risk(_risk("p-risk", t, p), RULES), t)
+    mine = [e for e in events if e.rule_id == "risk.mods_progression_high"]
+    assert [(e.phase, e.triggered_at) for e in mine if e.phase != AlertPhase.UPDATE] == [
+        (AlertPhase.START, T0 + seconds(1200)),
+        (AlertPhase.END, T0 + seconds(2400 + 1800)),
+    ]
+    assert mine[0].values["risk_mods_progression_6h"] == 0.6
+    assert state.apply_risk(_risk("p-risk", 60, 0.9), RULES) == []  # late: dropped
+    assert state.late_samples == 1
+    snapshot = state.snapshot(state.clock or 0.0)
+    assert not any(name.startswith("risk_") for name in snapshot.features)
