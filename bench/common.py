@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -62,3 +63,22 @@ def write_results(out: Path, name: str, results: dict[str, object], markdown: st
     (out / f"{name}.json").write_text(json.dumps(results, indent=2) + "\n")
     (out / f"{name}.md").write_text(markdown)
     print(f"written to {out / name}.json and {name}.md")
+
+
+def stamp() -> str:
+    """UTC time as used in result file names: 20261122T141500Z."""
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+
+
+def load_average() -> tuple[float, float, float]:
+    """The host's 1/5/15-min load average (other users of a shared machine included)."""
+    one, five, fifteen = os.getloadavg()
+    return (round(one, 2), round(five, 2), round(fifteen, 2))
+
+
+def add_output_args(parser: argparse.ArgumentParser) -> None:
+    """--out and --stamp: results go to <out>/<name>-<stamp>.json and .md."""
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    parser.add_argument(
+        "--stamp", default=None, help="file name stamp (bench/run_all.py gives one to every script)"
+    )

@@ -59,7 +59,14 @@ from prometheus_client.parser import text_string_to_metric_families
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.common import broker, machine, write_results  # noqa: E402
+from bench.common import (  # noqa: E402
+    add_output_args,
+    broker,
+    load_average,
+    machine,
+    stamp,
+    write_results,
+)
 from schemas.alerts import AlertEvent  # noqa: E402
 from services.kafka_io import reliable_producer  # noqa: E402
 from services.sim.bed import SimulatedBed  # noqa: E402
@@ -790,7 +797,7 @@ def main() -> None:
     )
     parser.add_argument("--warmup-seconds", type=float, default=5)
     parser.add_argument("--drain-timeout", type=float, default=600)
-    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    add_output_args(parser)
     args = parser.parse_args()
     os.environ.setdefault("VIGIL_LOG_LEVEL", "WARNING")  # the worker's, via Stack.env
 
@@ -799,7 +806,7 @@ def main() -> None:
     results: dict[str, Any] = {
         **machine(),
         "commit": git_commit(),
-        "load_average_at_start": os.getloadavg(),
+        "load_average_at_start": load_average(),
         "load": f"per bed: vitals 1 Hz, NIRS {NIRS_EVERY_S} s, CRRT {CRRT_EVERY_S} s, plus "
         "simulated labs/charting; scenarios: bench/worker.py fast_plan",
         "drain_seconds": args.drain_seconds,
@@ -852,7 +859,7 @@ def main() -> None:
                 settle_s=args.settle_seconds,
             )
             print(summary(probes[n_probe]), flush=True)
-    results["load_average_at_end"] = os.getloadavg()
+    results["load_average_at_end"] = load_average()
     results["runs"] = {str(n): {"drain": drains[n], "live": lives[n]} for n in beds}
     results["probes"] = {str(n): r for n, r in probes.items()}
     all_live = {**lives, **probes}
@@ -860,10 +867,9 @@ def main() -> None:
     failed = [n for n, r in all_live.items() if not r["kept_up"]]
     results["highest_beds_kept_up"] = max(kept, default=None)
     results["lowest_beds_not_kept_up"] = min(failed, default=None)
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     markdown = to_markdown(results)
     print(markdown)
-    write_results(args.out, f"worker-{stamp}", results, markdown)
+    write_results(args.out, f"worker-{args.stamp or stamp()}", results, markdown)
 
 
 def git_commit() -> str | None:
