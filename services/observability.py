@@ -293,7 +293,11 @@ class RedactPatientIdentifiers(logging.Filter):
         return True
 
 
-_STANDARD_ATTRS = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
+_STANDARD_ATTRS = frozenset(vars(logging.makeLogRecord({}))) | {
+    "message",
+    "asctime",
+    "color_message",  # uvicorn's message with terminal colour codes
+}
 
 
 class JsonFormatter(logging.Formatter):
