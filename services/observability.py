@@ -247,13 +247,14 @@ def redact(text: str, known: Iterable[str] = ()) -> str:
 
     >>> redact("sim-004 MAP low, patient_id='H12345', run sim-7-20261122T090000Z")
     "[redacted] MAP low, patient_id='[redacted]', run sim-7-20261122T090000Z"
-    >>> redact("MRN 4711 paged", known=["4711"])
-    'MRN [redacted] paged'
+    >>> redact("MRN 4711 paged at t=47110", known=["4711"])
+    'MRN [redacted] paged at t=47110'
     >>> redact('{"patient_id": "p000123", "value": 1}')
     '{"patient_id": "[redacted]", "value": 1}'
     """
     for value in sorted({v for v in known if v}, key=len, reverse=True):
-        text = text.replace(value, REDACTED)
+        # as a whole token: patient "12" must not turn "t=1200" into "t=[redacted]00"
+        text = re.sub(rf"(?<!\w){re.escape(value)}(?!\w)", REDACTED, text)
     text = _PID_SEGMENT.sub("PID|" + REDACTED, text)
 
     def field_value(match: re.Match[str]) -> str:
