@@ -7,6 +7,7 @@ import json
 import os
 import platform
 import shutil
+import signal
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -82,3 +83,15 @@ def add_output_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--stamp", default=None, help="file name stamp (bench/run_all.py gives one to every script)"
     )
+
+
+def stop_cleanly_on_signals() -> None:
+    """SIGTERM and SIGINT raise in the main thread, so that every ``finally`` runs: the
+    workers and the broker a benchmark started are stopped, its scratch dir removed
+    (a background job starts with SIGINT ignored)."""
+
+    def leave(signum: int, _frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, leave)
+    signal.signal(signal.SIGINT, signal.default_int_handler)

@@ -53,6 +53,7 @@ from bench.common import (  # noqa: E402
     load_average,
     machine,
     stamp,
+    stop_cleanly_on_signals,
     write_results,
 )
 from bench.worker import (  # noqa: E402
@@ -395,6 +396,7 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=1800)
     add_output_args(parser)
     args = parser.parse_args()
+    stop_cleanly_on_signals()
     os.environ.setdefault("VIGIL_LOG_LEVEL", "WARNING")
     keep = min(args.worker_beds, args.beds)
     results: dict[str, Any] = {

@@ -36,7 +36,14 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.common import broker, load_average, machine, stamp, write_results  # noqa: E402
+from bench.common import (  # noqa: E402
+    broker,
+    load_average,
+    machine,
+    stamp,
+    stop_cleanly_on_signals,
+    write_results,
+)
 from bench.worker import _fmt, git_commit  # noqa: E402
 
 BENCHMARKS = ("worker", "replay", "memory", "rebalance")
@@ -98,15 +105,21 @@ def run(
     print(f"\n=== {name}: {' '.join(argv)}", flush=True)
     began = time.monotonic()
     load_before = load_average()
-    done = subprocess.run(command, env=env, cwd=ROOT, check=False)
+    child = subprocess.Popen(command, env=env, cwd=ROOT)
+    try:
+        returncode = child.wait()
+    finally:
+        if child.poll() is None:  # interrupted: let the child stop what it started
+            child.terminate()
+            child.wait(timeout=120)
     path = args.out / f"{FILES[name]}-{args.stamp}.json"
     return {
         "command": " ".join(argv),
-        "exit_code": done.returncode,
+        "exit_code": returncode,
         "wall_s": time.monotonic() - began,
         "load_average_before": load_before,
         "load_average_after": load_average(),
-        "results": json.loads(path.read_text()) if done.returncode == 0 and path.exists() else None,
+        "results": json.loads(path.read_text()) if returncode == 0 and path.exists() else None,
     }
 
 
@@ -285,21 +298,27 @@ def main() -> None:
     parser.add_argument("--only", nargs="+", choices=BENCHMARKS, default=list(BENCHMARKS))
     parser.add_argument("--skip", nargs="+", choices=BENCHMARKS, default=[])
     parser.add_argument("--beds", type=int, nargs="+", default=[200, 1000])
-    parser.add_argument("--drain-seconds", type=int, default=45)
-    parser.add_argument("--live-seconds", type=int, default=60)
-    parser.add_argument("--settle-seconds", type=float, default=30)
+    parser.add_argument("--drain-seconds", type=int, default=30)
+    parser.add_argument(
+        "--live-seconds",
+        type=int,
+        default=100,
+        help="keep >= 90: the scenarios' first alerts come 65-110 s in (none before 60 s)",
+    )
+    parser.add_argument("--settle-seconds", type=float, default=25)
     parser.add_argument("--probes", type=int, default=0)
     parser.add_argument("--replay-patients", type=int, default=500, help="0: all of set A")
     parser.add_argument("--memory-beds", type=int, default=2)
     parser.add_argument("--memory-hours", type=int, default=24)
     parser.add_argument("--memory-worker-beds", type=int, default=1)
-    parser.add_argument("--memory-worker-hours", type=int, default=6)
-    parser.add_argument("--rebalance-beds", type=int, default=150)
-    parser.add_argument("--rebalance-seconds", type=int, default=160)
+    parser.add_argument("--memory-worker-hours", type=int, default=4)
+    parser.add_argument("--rebalance-beds", type=int, default=120)
+    parser.add_argument("--rebalance-seconds", type=int, default=150)
     parser.add_argument("--rebalance-control", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     parser.add_argument("--stamp", default=None)
     args = parser.parse_args()
+    stop_cleanly_on_signals()
     args.stamp = args.stamp or stamp()
     chosen = [b for b in BENCHMARKS if b in args.only and b not in args.skip]
     summary: dict[str, Any] = {

@@ -65,6 +65,7 @@ from bench.common import (  # noqa: E402
     load_average,
     machine,
     stamp,
+    stop_cleanly_on_signals,
     write_results,
 )
 from schemas.alerts import AlertEvent  # noqa: E402
@@ -799,6 +800,7 @@ def main() -> None:
     parser.add_argument("--drain-timeout", type=float, default=600)
     add_output_args(parser)
     args = parser.parse_args()
+    stop_cleanly_on_signals()
     os.environ.setdefault("VIGIL_LOG_LEVEL", "WARNING")  # the worker's, via Stack.env
 
     beds = sorted(set(args.beds))
