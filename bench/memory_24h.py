@@ -9,10 +9,11 @@ labelled for what it is:
    stepped for --hours of simulated time and fed to the worker's per-patient pipeline
    (OfflinePipeline), one process per core, a share of the beds each. At every
    simulated hour each bed's PatientState is measured: the Python heap it occupies
-   (tracemalloc while a pickled copy is loaded: the objects themselves, nothing else),
-   its pickled size, and the JSON state snapshot the worker writes to its changelog
-   (``to_state()``). Windows are bounded, so these should plateau: the script reports
-   the growth over the last --plateau-hours.
+   (tracemalloc while ``from_state`` rebuilds it from its snapshot, as the worker does:
+   the objects themselves, nothing else), its pickled size where it pickles, and the
+   JSON state snapshot the worker writes to its changelog (``to_state()``). Windows
+   are bounded, so these should plateau: the script reports the growth over the first
+   and the last --plateau-hours.
 2. through the real worker (--worker-beds > 0): the first --worker-beds beds' records
    of the same run are published at full speed to a fresh prefix, one `vigil worker`
    drains them, and its RSS (VmRSS) is sampled against records consumed, mapped back to
@@ -87,17 +88,25 @@ Encoded = tuple[int, str, bytes, bytes]
 
 
 def heap_bytes(states: list[PatientState]) -> list[int]:
-    """Python heap of each state: tracemalloc while a pickled copy of it is loaded."""
-    blobs = [pickle.dumps(s, protocol=pickle.HIGHEST_PROTOCOL) for s in states]
+    """Python heap of each state as the worker holds it after reading its snapshot:
+    tracemalloc while ``PatientState.from_state`` rebuilds it from the decoded JSON."""
     sizes = []
-    for blob in blobs:
+    for state in states:
+        decoded = json.loads(json.dumps(state.to_state()))
         tracemalloc.start()
         before = tracemalloc.get_traced_memory()[0]
-        copy = pickle.loads(blob)
+        copy = PatientState.from_state(decoded)
         sizes.append(tracemalloc.get_traced_memory()[0] - before)
         tracemalloc.stop()
         del copy
     return sizes
+
+
+def pickled_size(state: PatientState) -> int | None:
+    try:
+        return len(pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL))
+    except TypeError:  # e.g. a mappingproxy inside
+        return None
 
 
 def _run_beds(job: tuple[int, int, int, int, bool]) -> dict[str, Any]:
@@ -131,7 +140,7 @@ def _run_beds(job: tuple[int, int, int, int, bool]) -> dict[str, Any]:
                         "hour": (t + 1) // 3600,
                         "records_fed": fed,
                         "heap_bytes": heap_bytes(states),
-                        "pickled_bytes": [len(pickle.dumps(s)) for s in states],
+                        "pickled_bytes": [pickled_size(s) for s in states],
                         "snapshot_json_bytes": [len(json.dumps(s.to_state())) for s in states],
                         "process_rss_mb": rss_bytes(os.getpid()) / 2**20,
                     }
@@ -163,9 +172,9 @@ def in_process(beds: int, hours: int, keep_beds: int) -> tuple[dict[str, Any], l
     for h in range(hours):
         marks = [p["checkpoints"][h] for p in parts]
 
-        def mean_kb(key: str, marks: list[dict[str, Any]] = marks) -> float:
-            values = [v for m in marks for v in m[key]]
-            return float(sum(values)) / len(values) / 1024
+        def mean_kb(key: str, marks: list[dict[str, Any]] = marks) -> float | None:
+            values = [v for m in marks for v in m[key] if v is not None]
+            return float(sum(values)) / len(values) / 1024 if values else None
 
         per_hour.append(
             {
@@ -342,7 +351,7 @@ def to_markdown(results: dict[str, Any], plateau_hours: float) -> str:
         if h["hour"] in shown:
             lines.append(
                 f"| {h['hour']} | {h['heap_kb_per_bed']:,.0f} ({h['heap_kb_max_bed']:,.0f}) | "
-                f"{h['pickled_kb_per_bed']:,.0f} | {h['snapshot_json_kb_per_bed']:,.0f} |"
+                f"{_fmt(h['pickled_kb_per_bed'])} | {h['snapshot_json_kb_per_bed']:,.0f} |"
             )
     growth = results["in_process_heap_growth_kb_per_bed_per_h"]
     lines += [

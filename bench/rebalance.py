@@ -195,6 +195,7 @@ def bench_rebalance(
         "a_stop_requested": None,
         "a_stopped": None,
         "all_committed": None,
+        "stalled": None,
     }
     stopper: threading.Thread | None = None
     machine_start = machine_cpu()
@@ -203,6 +204,8 @@ def bench_rebalance(
         sampler.procs_of["a"] = proc_a
         thread.start()
         deadline = time.monotonic() + args.timeout
+        last_progress: tuple[int, int | None] = (0, None)
+        progressed_at = time.monotonic()
         while time.monotonic() < deadline:
             time.sleep(0.25)
             if not sampler.samples:
@@ -244,6 +247,13 @@ def bench_rebalance(
                 stopping = name == "a" and events["a_stop_requested"] is not None
                 if proc.poll() is not None and not stopping:
                     raise RuntimeError(f"worker {name} exited {proc.returncode}")
+            progress = (now["consumed"], now["committed_lag"])
+            if progress != last_progress:
+                last_progress, progressed_at = progress, time.monotonic()
+            elif time.monotonic() - progressed_at > args.stall_seconds:
+                events["stalled"] = t  # nothing consumed or committed for stall_seconds
+                print(f"  stalled: nothing consumed or committed for {args.stall_seconds:.0f} s")
+                break
             if now["committed_lag"] == 0 and (join_at is None or events["b_started"] is not None):
                 events["all_committed"] = t
                 break
@@ -356,6 +366,8 @@ def to_markdown(results: dict[str, Any]) -> str:
         ("one worker / raw consume; pair / raw consume",
          f"{_fmt(r['one_worker_vs_raw_consume'], 3)}; {_fmt(r['pair_vs_raw_consume'], 3)}"),
         ("B started -> B's first record, s (startup + rebalance)", _fmt(r["rebalance_gap_s"], 1)),
+        ("completed (committed lag 0) / stalled at s",
+         f"{_fmt(r['completed'])} / {_fmt(r['events_s'].get('stalled'), 1)}"),
         ("records processed by A / B (twice: uncommitted at a rebalance)",
          f"{_fmt(r['records_processed_a_b'][0])} / {_fmt(r['records_processed_a_b'][1])} "
          f"({_fmt(r['records_processed_twice'])} twice)"),
@@ -422,6 +434,12 @@ def main() -> None:
         help="first drain the same records with one worker alone (throughput and alerts)",
     )
     parser.add_argument("--timeout", type=float, default=900)
+    parser.add_argument(
+        "--stall-seconds",
+        type=float,
+        default=60,
+        help="end the run when nothing was consumed or committed for this long",
+    )
     add_output_args(parser)
     args = parser.parse_args()
     stop_cleanly_on_signals()

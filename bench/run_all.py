@@ -102,6 +102,18 @@ def run(
     """One benchmark as a child process (output passed through); its JSON results."""
     command = [sys.executable, str(ROOT / "bench" / argv[0]), *argv[1:]]
     command += ["--stamp", args.stamp, "--out", str(args.out)]
+    path = args.out / f"{FILES[name]}-{args.stamp}.json"
+    if args.reuse and path.exists():  # measured earlier under this stamp
+        results = json.loads(path.read_text())
+        print(f"\n=== {name}: reusing {path.name}", flush=True)
+        return {
+            "command": " ".join(argv) + " (reused)",
+            "exit_code": 0,
+            "wall_s": None,
+            "load_average_before": results["load_average_at_start"],
+            "load_average_after": results["load_average_at_end"],
+            "results": results,
+        }
     print(f"\n=== {name}: {' '.join(argv)}", flush=True)
     began = time.monotonic()
     load_before = load_average()
@@ -112,7 +124,6 @@ def run(
         if child.poll() is None:  # interrupted: let the child stop what it started
             child.terminate()
             child.wait(timeout=120)
-    path = args.out / f"{FILES[name]}-{args.stamp}.json"
     return {
         "command": " ".join(argv),
         "exit_code": returncode,
@@ -279,7 +290,8 @@ def to_markdown(summary: dict[str, Any], runs: dict[str, dict[str, Any]]) -> str
         "",
         f"One broker for all; load average (1/5/15 min) at start "
         f"{summary['load_average_at_start']}, at end {summary['load_average_at_end']}; "
-        f"{summary['wall_s'] / 60:.1f} min in all.",
+        f"{summary['wall_s'] / 60:.1f} min in this invocation"
+        + (" (some results reused from an earlier one)." if summary.get("reused") else "."),
         "",
         "| figure | value | baseline, same run | ratio | load avg |",
         "|---|---|---|---|---|",
@@ -308,15 +320,20 @@ def main() -> None:
     parser.add_argument("--settle-seconds", type=float, default=25)
     parser.add_argument("--probes", type=int, default=0)
     parser.add_argument("--replay-patients", type=int, default=500, help="0: all of set A")
-    parser.add_argument("--memory-beds", type=int, default=2)
+    parser.add_argument("--memory-beds", type=int, default=4)
     parser.add_argument("--memory-hours", type=int, default=24)
     parser.add_argument("--memory-worker-beds", type=int, default=1)
-    parser.add_argument("--memory-worker-hours", type=int, default=4)
+    parser.add_argument("--memory-worker-hours", type=int, default=24)
     parser.add_argument("--rebalance-beds", type=int, default=120)
     parser.add_argument("--rebalance-seconds", type=int, default=150)
     parser.add_argument("--rebalance-control", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     parser.add_argument("--stamp", default=None)
+    parser.add_argument(
+        "--reuse",
+        action="store_true",
+        help="with --stamp: keep the results already written under that stamp, run the rest",
+    )
     args = parser.parse_args()
     stop_cleanly_on_signals()
     args.stamp = args.stamp or stamp()
@@ -334,6 +351,7 @@ def main() -> None:
         for name in chosen:
             runs[name] = run(name, commands(args)[name], args, env)
     summary["wall_s"] = time.monotonic() - began
+    summary["reused"] = [name for name, run in runs.items() if run["wall_s"] is None]
     summary["load_average_at_end"] = load_average()
     summary["rows"] = summary_rows(runs)
     summary["out"] = args.out
