@@ -234,9 +234,10 @@ def summary_rows(runs: dict[str, dict[str, Any]]) -> list[tuple[str, str, str, s
                 gw = r["worker_rss_growth_mb_per_h"]
                 rows.append(
                     (
-                        f"  worker (RSS - idle) / bed after {len(w['by_hour'])} h simulated, KB "
-                        f"({w['beds']} beds through the broker)",
-                        _fmt(w["rss_minus_idle_kb_per_bed_end"]),
+                        f"  worker RSS above idle after {len(w['by_hour'])} h simulated, MB "
+                        f"({w['beds']} bed(s) through the broker; buffers, not beds)",
+                        f"{w['rss_end_mb'] - w['rss_idle_mb']:,.0f} (max "
+                        f"{_fmt(w['rss_max_mb'])} RSS)",
                         f"idle RSS {w['rss_idle_mb']:.0f} MB; drain "
                         f"{_fmt(w['worker_records_per_s'])} vs raw "
                         f"{_fmt(w['raw_consume_records_per_s'])} /s",
@@ -247,13 +248,28 @@ def summary_rows(runs: dict[str, dict[str, Any]]) -> list[tuple[str, str, str, s
         elif name == "rebalance":
             x, control = r["run"], r.get("control")
             c = x["correctness"]
-            one = control["one_worker_records_per_s"] if control else x["one_worker_records_per_s"]
             rows.append(
                 (
                     "two workers on one machine, records/s (both running)",
                     _fmt(x["pair_records_per_s"]),
-                    f"one worker {_fmt(one)}; raw consume {_fmt(x['raw_consume_records_per_s'])}",
-                    f"{_ratio(x['pair_records_per_s'], one, 2)} x one worker",
+                    f"one worker (A alone, same run) {_fmt(x['one_worker_records_per_s'])}; "
+                    f"raw consume {_fmt(x['raw_consume_records_per_s'])}",
+                    f"{_fmt(x['pair_vs_one_worker'], 2)} x one worker; "
+                    f"{_fmt(x['pair_vs_raw_consume'], 3)} x raw",
+                    load,
+                )
+            )
+            rows.append(
+                (
+                    "  overall incl. rebalances, records / (first record to all committed) s",
+                    _fmt(x["overall_published_records_per_s"]),
+                    "one worker alone (control drain) "
+                    + (_fmt(control["overall_published_records_per_s"]) if control else "-"),
+                    _ratio(
+                        x["overall_published_records_per_s"],
+                        control["overall_published_records_per_s"] if control else None,
+                        2,
+                    ),
                     load,
                 )
             )
