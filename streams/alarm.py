@@ -289,7 +289,7 @@ class _Alarm:
         esc = rule.escalation
         self.priority = esc.priority if self.escalated and esc is not None else rule.priority
         self.values = {name: features.get(name) for name in rule.feature_names}
-        self.thresholds = rule.thresholds
+        self.thresholds = dict(rule.thresholds)
 
 
 def _source_line(rule_id: str, version: int, source: str) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import pickle
 from datetime import timedelta
 
 from schemas.alerts import AlertEvent, AlertPhase, AlertPriority
@@ -426,6 +427,9 @@ def test_risk_scores_alarm_after_their_on_delay_and_clear_through_hysteresis() -
     trace += [(t, 0.3) for t in range(2400, 5400, 60)]  # cleared from 2400 s
     for t, p in trace:
         events += _events(state.apply_risk(_risk("p-risk", t, p), RULES), t)
+        if t == 1500:  # the alarm is shown: the state pickles, and round-trips
+            assert state.alarms
+            assert pickle.loads(pickle.dumps(state)).to_state() == state.to_state()
     mine = [e for e in events if e.rule_id == "risk.mods_progression_high"]
     assert [(e.phase, e.triggered_at) for e in mine if e.phase != AlertPhase.UPDATE] == [
         (AlertPhase.START, T0 + seconds(1200)),
