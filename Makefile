@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: setup browser run test lint typecheck unit kafka-fetch kafka-start kafka-stop kafka-status topics schemas clean
+.PHONY: setup browser run test bench lint typecheck unit kafka-fetch kafka-start kafka-stop kafka-status topics schemas clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Vigil needs Python >= 3.11, found " + sys.version' 
@@ -28,6 +28,11 @@ browser:
 ## Lint, type-check, unit and integration tests against a real broker the test session starts and stops.
 test: setup browser lint typecheck
 	$(BIN)/pytest
+
+## All benchmarks against a local broker (~15-20 min on 2 cores): bench/results/summary-<time>.md.
+## Sizes and choice: make bench BENCH_ARGS="--only replay --replay-patients 0"
+bench: setup
+	$(BIN)/python bench/run_all.py $(BENCH_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
