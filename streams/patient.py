@@ -15,9 +15,14 @@ Late and out-of-order policy (DESIGN.md "Event time"):
 - *Labs and context* are applied whatever their time: a lab result is placed
   by its specimen time (results come after the specimen by design), and its
   effect is evaluated at the patient's current clock.
-- *Future times*: an observation more than ``FUTURE_TOLERANCE_S`` ahead of the
-  patient's clock, once the clock is set, is a device clock fault: dropped and
-  counted (``future_samples``), so one bad clock cannot end every pending alarm.
+- *Future times*: a message of a streaming source (a monitor's cadence, see
+  below) more than ``FUTURE_TOLERANCE_S`` ahead of the patient's clock is a device
+  clock fault: dropped and counted (``future_samples``), so one bad clock cannot end
+  every pending alarm; unless ``JUMP_CONFIRM`` messages of that source in a row, each
+  within a minute of the previous, are all ahead: then the device resumed after a
+  gap in every source (its first messages are lost, not the patient). Charted and
+  hourly sources (no monitor cadence: PhysioNet rows, MIMIC charting) jump by design
+  and are never judged against the clock.
 - *Gaps*: when a continuous signal (``CONTINUOUS_FEATURES``: arterial pressure,
   heart rate, SpO2, CVP, rSO2) resumes after ``GAP_S`` or more without a value,
   the rules are first evaluated with its short-window features unknown: a
@@ -87,6 +92,10 @@ SCORES_EVERY_S = 60.0
 ARTEFACT_WINDOW_S = 300.0
 CADENCE_SAMPLES = 5
 """A source's cadence is the median of its last 5 gaps between records."""
+STREAMING_CADENCE_S = 30.0
+"""A source with a cadence at or below this is a streaming device (a monitor)."""
+JUMP_CONFIRM = 3
+"""Messages in a row ahead of the clock that make a streaming source's jump real."""
 
 CONTINUOUS_FEATURES: Mapping[Quantity, tuple[str, ...]] = {
     Quantity.ABP_MEAN: ("map_mmhg", "map_median_1min_mmhg"),
@@ -200,9 +209,35 @@ class _SourceClock:
     last_at: float | None = None
     minutes: dict[int, list[int]] = field(default_factory=dict)  # minute -> [values, artefacts]
     intervals: list[float] = field(default_factory=list)  # the last CADENCE_SAMPLES gaps, s
+    jump: list[float] = field(default_factory=list)  # [time, count] of messages ahead
+
+    def streaming(self) -> bool:
+        """Whether the source has a monitor's cadence (so a jump ahead is suspect)."""
+        cadence = self.interval_s()
+        return cadence is not None and cadence <= STREAMING_CADENCE_S
+
+    def confirms_jump(self, at: float) -> bool:
+        """One more message ahead of the patient's clock at ``at``: True once
+        ``JUMP_CONFIRM`` came in a row, each within a minute of the previous.
+
+        >>> clock = _SourceClock()
+        >>> [clock.confirms_jump(t) for t in (1000.0, 1001.0, 1002.0)]
+        [False, False, True]
+        >>> [clock.confirms_jump(t) for t in (5000.0, 9000.0)]  # 4000 s apart: a new run
+        [False, False]
+        """
+        if self.jump and 0 < at - self.jump[0] <= 60:
+            self.jump = [at, self.jump[1] + 1]
+        else:
+            self.jump = [at, 1]
+        if self.jump[1] >= JUMP_CONFIRM:
+            self.jump = []
+            return True
+        return False
 
     def advance(self, at: float) -> None:
         """A record observed at ``at`` was applied: move the clock, learn the cadence."""
+        self.jump = []
         previous = self.last_at
         if previous is None or at > previous:
             if previous is not None:
@@ -243,12 +278,13 @@ class _SourceClock:
             "l": self.last_at,
             "m": {str(k): v for k, v in self.minutes.items()},
             "i": self.intervals,
+            "j": self.jump,
         }
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> _SourceClock:
         minutes = {int(k): list(v) for k, v in state["m"].items()}
-        return cls(state["l"], minutes, list(state.get("i", ())))
+        return cls(state["l"], minutes, list(state.get("i", ())), list(state.get("j", ())))
 
 
 class PatientState:
@@ -322,13 +358,17 @@ class PatientState:
         clock = self.sources[source]
         applied_at: float | None = None
         gapped: set[str] = set()
+        jump: bool | None = None  # decided once per message, at its first sample ahead
         for m in message.measurements:
             if m.quantity is None or m.value is None:
                 continue
             at = m.observed_at.timestamp()
             if self.clock is not None and at > self.clock + FUTURE_TOLERANCE_S:
-                self.future_samples += 1
-                continue
+                if jump is None:
+                    jump = not clock.streaming() or clock.confirms_jump(at)
+                if not jump:
+                    self.future_samples += 1
+                    continue
             if frequent:
                 key = m.quantity.value
                 last = self.quantity_at.get(key)

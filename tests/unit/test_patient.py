@@ -123,12 +123,30 @@ def test_late_and_duplicate_samples_are_ignored_and_counted() -> None:
     assert after == before
 
 
-def test_future_dated_samples_are_dropped_and_counted() -> None:
+def test_a_monitor_sample_far_ahead_is_a_clock_fault_but_a_resumed_monitor_is_not() -> None:
     state = PatientState("p1")
-    state.apply_observations("vitals", vitals("p1", T0, 80), RULES)
+    for t in range(10):  # a 1-Hz monitor
+        state.apply_observations("vitals", vitals("p1", T0 + seconds(t), 80), RULES)
     state.apply_observations("vitals", vitals("p1", T0 + timedelta(hours=5), 40), RULES)
-    assert state.future_samples == 5
-    assert state.clock == T0.timestamp()
+    assert state.future_samples == 5  # one glitch: every sample of it dropped
+    assert state.clock == (T0 + seconds(9)).timestamp()
+    state.apply_observations("vitals", vitals("p1", T0 + seconds(10), 80), RULES)
+    # every device of the patient off for 20 min, then back: after 3 messages in a row
+    # the jump is real (the first two are lost), and monitoring goes on
+    back = T0 + seconds(10 + 1200)
+    for t in range(5):
+        state.apply_observations("vitals", vitals("p1", back + seconds(t), 80), RULES)
+    assert state.future_samples == 5 + 2 * 5
+    assert state.clock == (back + seconds(4)).timestamp()
+
+
+def test_hourly_rows_are_never_judged_against_the_clock() -> None:
+    """PhysioNet rows an hour apart after the admission: every one is applied."""
+    state = PatientState("p2")
+    for hour in range(1, 6):
+        state.apply_observations("vitals", vitals("p2", T0 + timedelta(hours=hour), 80), RULES)
+    assert state.future_samples == 0
+    assert state.clock == (T0 + timedelta(hours=5)).timestamp()
 
 
 def test_artefact_flagged_map_is_not_used() -> None:
@@ -316,7 +334,8 @@ def test_hourly_values_are_charting_not_a_disconnected_monitor() -> None:
         state.apply_observations(
             "vitals", vitals("p-charted", T0 + seconds(3600 * hour), 80), RULES
         )
-    assert state.cache.get("vitals_interval_s") is None  # computed on ticks and snapshots
+    assert state.cache.get("vitals_interval_s") == 3600.0  # charting, not a monitor
+    assert state.future_samples == 0
     clock = (T0 + seconds(3 * 3600)).timestamp()
     assert state.next_tick_at(RULES, clock) is None
     assert state.tick(clock + 3000, RULES) == []
