@@ -52,6 +52,7 @@ from streams import metrics
 from streams.alarm import AlertDraft
 from streams.delivery import DirectDeliveryTransport
 from streams.merge import PartitionMerge, TickSchedule
+from streams.offline import partition_of
 from streams.patient import FREQUENT_SOURCES, PatientState, tick_due
 from streams.rules import RuleSet
 
@@ -152,6 +153,7 @@ def create_app(config: WorkerConfig, clock: Clock = _wall_clock) -> faust.App:
         )
 
     source_of = {topics.name(name): name for name in INPUTS}
+    vitals_topic = topics.name("vitals")
     inputs = raw_topic(*INPUTS)
     alerts_topic, features_topic = raw_topic("alerts"), raw_topic("features")
     deadletter_topic = raw_topic("deadletter")
@@ -172,11 +174,35 @@ def create_app(config: WorkerConfig, clock: Clock = _wall_clock) -> faust.App:
     # lag, alarms shown, readiness: refreshed every few seconds (services.worker starts it)
     metrics.watch_worker(app, lambda: [entry.state for entry in live.values()], config.rules)
 
+    consumed: dict[tuple[str, int], int] = {}  # (topic, partition) -> last offset taken
+    rebalanced = [False]  # set on (re)assignment: re-watch the stored patients
+
     async def _drop_live(_sender: Any, /, *_args: Any, signal: Any, **_kwargs: Any) -> None:
-        # A partition may have moved: forget held records (the next owner re-reads them)
+        # A partition may have moved: forget held records (the next owner re-reads them
+        # from the committed offset, and so does this worker: faust seeks every assigned
+        # partition back to it), and how far each topic was read.
         live.clear()
         merges.clear()
         schedules.clear()
+        consumed.clear()
+        rebalanced[0] = True
+
+    def watch_stored_patients() -> None:
+        """After a rebalance, every stored patient of the assigned partitions is watched
+        again, so one whose devices went silent before it still gets its "no data"
+        alarms (records bring the others back anyway)."""
+        for patient_id, stored in table.items():
+            if patient_id in live or not stored:
+                continue
+            state = PatientState.from_state(stored)
+            if state.clock is None or state.discharged_at is not None:
+                continue
+            partition = partition_of(patient_id, topics.partitions)
+            live[patient_id] = _Live(state, partition, saved_clock=state.clock)
+            schedule = schedules.get(partition)
+            if schedule is None:
+                schedule = schedules[partition] = TickSchedule()
+            schedule.schedule(patient_id, state.clock)
 
     app.on_partitions_revoked.connect(_drop_live)
     app.on_partitions_assigned.connect(_drop_live)
@@ -288,8 +314,6 @@ def create_app(config: WorkerConfig, clock: Clock = _wall_clock) -> faust.App:
             )
             metrics.FEATURE_SNAPSHOTS.inc()
 
-    consumed: dict[tuple[str, int], int] = {}  # (topic, partition) -> last offset taken
-
     def caught_up(partition: int) -> Callable[[str], bool]:
         """Whether a frequent source of ``partition`` has no record left to read."""
 
@@ -347,7 +371,10 @@ def create_app(config: WorkerConfig, clock: Clock = _wall_clock) -> faust.App:
         busy.add(entry.state.patient_id)
 
     def save(entries: dict[str, _Live], alerted: set[str], force: bool = False) -> None:
+        owned = {tp.partition for tp in app.consumer.assignment() if tp.topic == vitals_topic}
         for patient_id, entry in entries.items():
+            if entry.partition not in owned:
+                continue  # revoked while this batch ran: the new owner re-reads its records
             state = entry.state
             entry.dirty_batches += 1
             moved = (
@@ -403,6 +430,9 @@ def create_app(config: WorkerConfig, clock: Clock = _wall_clock) -> faust.App:
     @app.agent(inputs, name="patients")
     async def process(stream: Any) -> None:
         async for batch in stream.take_events(BATCH_MAX, within=BATCH_WITHIN_S):
+            if rebalanced[0]:  # tables are recovered before a batch is delivered
+                rebalanced[0] = False
+                watch_stored_patients()
             touched: dict[str, _Live] = {}
             drafts: list[AlertDraft] = []
             busy.clear()
