@@ -34,6 +34,7 @@ def _register_commands() -> None:
     from services.cli_ingest import context_group, crrt_group, listen_all, nirs_group
     from services.cli_record import record
     from services.cli_replay import replay
+    from services.cli_risk import evaluate_physionet, model_group, risk
 
     for command in (
         hl7_group,
@@ -47,9 +48,12 @@ def _register_commands() -> None:
         acm_group,
         display_group,
         evaluate_group,
+        risk,
+        model_group,
     ):
         main.add_command(command)
     evaluate_group.add_command(evaluate_alerts)
+    evaluate_group.add_command(evaluate_physionet)
 
 
 @click.group("evaluate")

@@ -39,7 +39,7 @@ _CHECKPOINT = click.option(
 @click.option("--learner", default="logreg", show_default=True, help="River learner (new model)")
 @_CHECKPOINT
 @click.option("--checkpoint-every", type=float, default=30.0, show_default=True, help="Seconds")
-@click.option("--metrics-port", type=int, default=9110, show_default=True, help="0 disables")
+@click.option("--metrics-port", type=int, default=9111, show_default=True, help="0 disables")
 @click.option("--min-learned", type=int, default=2000, show_default=True, help="Cold start until")
 @click.option("--min-positives", type=int, default=50, show_default=True, help="... and these")
 def risk(

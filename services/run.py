@@ -131,8 +131,10 @@ def run_system(settings: Settings, *, beds: int, speed: str, seconds: float | No
             )
         }
         listen = [*vigil, "listen", *(a for k, p in ports.items() for a in (f"--{k}-port", str(p)))]
+        risk = [*vigil, "risk", "--outcome", "mods_progression_6h", "--metrics-port", "0"]
         for name, argv in (
             ("worker", [*vigil, "worker"]),
+            ("risk agent", risk),
             ("listeners", listen),
             ("simulator", [*vigil, "simulate", "--beds", str(beds), "--speed", speed]),
         ):
@@ -150,7 +152,7 @@ def run_system(settings: Settings, *, beds: int, speed: str, seconds: float | No
         )
         children.append(_Child("display", display_thread.is_alive, logs / "display.log"))
         click.echo(
-            f"worker, listeners and simulator ({beds} beds, speed {speed}) started;"
+            f"worker, risk agent, listeners and simulator ({beds} beds, speed {speed}) started;"
             f" logs in {logs}\n"
             f"send HL7 v2 (MLLP) to {host}:{ports['hl7']}, NIRS lines to {host}:{ports['nirs']},"
             f" CRRT lines to {host}:{ports['crrt']}, context lines to {host}:{ports['context']}\n"

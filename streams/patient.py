@@ -346,6 +346,10 @@ class PatientState:
         self.quantity_at[name] = at
         self.cache[name] = score.probability
         self.cache["risk_cold_start"] = 1.0 if score.cold_start else 0.0
+        ratio = f"{name}_threshold_ratio"
+        if ratio in _RISK_FEATURES:  # the cut the model learned (utility-chosen)
+            threshold = score.decision_threshold
+            self.cache[ratio] = score.probability / threshold if threshold else None
         return self._after_input("risk", at, None, rules)
 
     def apply_observations(

@@ -141,6 +141,7 @@ _TECHNICAL = (
 _RISK = (
     ("risk_mods_progression_6h", "1", "probability of MODS progression within 6 h (risk agent)"),
     ("risk_sepsis", "1", "probability of sepsis, PhysioNet 2019 label (risk agent)"),
+    ("risk_sepsis_threshold_ratio", "1", "sepsis probability / the model's decision threshold"),
     ("risk_cold_start", "1", "1 while the latest risk score is the rule-based fallback"),
 )
 """Inputs from the risk topic (``streams.risk``): read by rules, never published back on

@@ -99,7 +99,7 @@ def test_vigil_run_shows_an_alert_and_ctrl_c_leaves_no_process(tmp_path: Path) -
         finally:
             client.close()
         children = _children_of(run.pid)
-        assert len(children) >= 4, "broker, worker, listeners and simulator run as children"
+        assert len(children) >= 5, "broker, worker, risk agent, listeners, simulator: children"
         run.send_signal(signal.SIGINT)
         assert run.wait(timeout=120) == 0, out_path.read_text()
     finally:

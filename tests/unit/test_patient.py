@@ -421,41 +421,62 @@ def test_scheduled_ticks_raise_what_ticking_every_patient_every_grid_point_raise
     assert sorted(scheduled) == sorted(everywhere)
 
 
-def _risk(patient: str, t: int, probability: float, cold_start: bool = False) -> RiskScore:
+def _risk(
+    patient: str,
+    t: int,
+    probability: float,
+    outcome: str = "mods_progression_6h",
+    threshold: float | None = None,
+) -> RiskScore:
     return RiskScore(
         patient_id=patient,
         computed_at=T0 + seconds(t),
-        outcome="mods_progression_6h",
-        horizon_h=6.0,
+        outcome=outcome,
+        horizon_h=6.0 if outcome == "mods_progression_6h" else None,
         probability=probability,
         model_id="test",
         model_version="1",
-        cold_start=cold_start,
+        cold_start=False,
+        decision_threshold=threshold,
     )
 
 
 def test_risk_scores_alarm_after_their_on_delay_and_clear_through_hysteresis() -> None:
-    """risk.mods_progression_high: >= 0.5 held 10 min raises; below 0.4 for 30 min ends;
-    0.45 is inside the hysteresis band and keeps it; risk never reaches the features topic."""
+    """risk.mods_progression_high: >= 0.3 held 15 min raises, >= 0.6 escalates to high;
+    below 0.2 for 30 min ends; 0.25 is inside the hysteresis band and keeps it; risk
+    never reaches the features topic."""
     state = PatientState("p-risk")
     state.apply_observations("vitals", vitals("p-risk", T0, 80), RULES)
     events: list[AlertEvent] = []
-    trace = [(t, 0.2) for t in range(0, 600, 60)]
-    trace += [(t, 0.6) for t in range(600, 1500, 60)]  # high from 600 s
-    trace += [(t, 0.45) for t in range(1500, 2400, 60)]  # in the band: stays
-    trace += [(t, 0.3) for t in range(2400, 5400, 60)]  # cleared from 2400 s
+    trace = [(t, 0.1) for t in range(0, 600, 60)]
+    trace += [(t, 0.4) for t in range(600, 1800, 60)]  # high from 600 s
+    trace += [(t, 0.7) for t in range(1800, 2100, 60)]  # escalates
+    trace += [(t, 0.25) for t in range(2100, 2400, 60)]  # in the band: stays
+    trace += [(t, 0.1) for t in range(2400, 5400, 60)]  # cleared from 2400 s
     for t, p in trace:
         events += _events(state.apply_risk(_risk("p-risk", t, p), RULES), t)
         if t == 1500:  # the alarm is shown: the state pickles, and round-trips
             assert state.alarms
             assert pickle.loads(pickle.dumps(state)).to_state() == state.to_state()
     mine = [e for e in events if e.rule_id == "risk.mods_progression_high"]
-    assert [(e.phase, e.triggered_at) for e in mine if e.phase != AlertPhase.UPDATE] == [
-        (AlertPhase.START, T0 + seconds(1200)),
-        (AlertPhase.END, T0 + seconds(2400 + 1800)),
+    assert [(e.phase, e.priority, e.triggered_at) for e in mine if e.phase != "update"] == [
+        (AlertPhase.START, AlertPriority.MEDIUM, T0 + seconds(1500)),
+        (AlertPhase.ESCALATE, AlertPriority.HIGH, T0 + seconds(1800)),
+        (AlertPhase.END, AlertPriority.HIGH, T0 + seconds(2400 + 1800)),
     ]
-    assert mine[0].values["risk_mods_progression_6h"] == 0.6
+    assert mine[0].values["risk_mods_progression_6h"] == 0.4
     assert state.apply_risk(_risk("p-risk", 60, 0.9), RULES) == []  # late: dropped
     assert state.late_samples == 1
     snapshot = state.snapshot(state.clock or 0.0)
     assert not any(name.startswith("risk_") for name in snapshot.features)
+
+
+def test_sepsis_risk_alarms_against_the_threshold_the_model_learned() -> None:
+    state = PatientState("p-sepsis")
+    events: list[AlertEvent] = []
+    for t in range(0, 1800, 60):  # threshold 0.08: 0.1 is above it
+        score = _risk("p-sepsis", t, 0.05 if t < 300 else 0.1, "sepsis", 0.08)
+        events += _events(state.apply_risk(score, RULES), t)
+    starts = [e for e in events if e.rule_id == "risk.sepsis_high" and e.phase == "start"]
+    assert [e.triggered_at for e in starts] == [T0 + seconds(900)]
+    assert starts[0].values["risk_sepsis_threshold_ratio"] == 1.25
