@@ -153,6 +153,8 @@ def create_app(config: WorkerConfig, clock: Clock = _wall_clock) -> faust.App:
         )
 
     source_of = {topics.name(name): name for name in INPUTS}
+    # the counter's child per topic, looked up once (``labels()`` per record costs ~3 %)
+    samples_in = {topic: metrics.SAMPLES_IN.labels(name) for topic, name in source_of.items()}
     vitals_topic = topics.name("vitals")
     inputs = raw_topic(*INPUTS)
     alerts_topic, features_topic = raw_topic("alerts"), raw_topic("features")
@@ -441,7 +443,8 @@ def create_app(config: WorkerConfig, clock: Clock = _wall_clock) -> faust.App:
                 message = event.message
                 source = source_of.get(message.topic, "unknown")
                 consumed[(message.topic, message.partition)] = message.offset
-                metrics.SAMPLES_IN.labels(source).inc()
+                counter = samples_in.get(message.topic)
+                (counter or metrics.SAMPLES_IN.labels(source)).inc()
                 try:
                     payload = decode(event, source)
                     if source in FREQUENT_SOURCES:  # merged in event time, applied below

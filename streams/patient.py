@@ -65,7 +65,7 @@ from schemas.context import (
     Transfer,
     Weight,
 )
-from schemas.derived import FeatureSnapshot, FeatureValue, Organ, OrganState, RiskScore
+from schemas.derived import FeatureSnapshot, Organ, OrganState, RiskScore
 from schemas.observations import ObservationMessage
 from streams.alarm import ActiveAlarm, AlertContext, AlertDraft, PatientAlarms
 from streams.features.base import FeatureGroup, Features, PatientFacts
@@ -141,6 +141,15 @@ _DATA_AGES = frozenset(name for name in _TECHNICAL if name.endswith("_data_age_s
 _SCORE_FEATURES = frozenset(name for name, spec in FEATURES.items() if spec.organ == "scores")
 _RISK_FEATURES = frozenset(name for name, spec in FEATURES.items() if spec.organ == "risk")
 """From the risk topic: for the rules only, not published on the features topic."""
+_SNAPSHOT_FEATURES: tuple[tuple[str, str, str], ...] = tuple(
+    (name, spec.unit, spec.organ) for name, spec in FEATURES.items() if name not in _RISK_FEATURES
+)
+"""(name, unit, organ) of each feature the features topic carries."""
+_FEATURES_BY_ORGAN: dict[str, tuple[str, ...]] = {
+    organ: tuple(name for name, _unit, of in _SNAPSHOT_FEATURES if of == organ)
+    for organ in dict.fromkeys(organ for _name, _unit, organ in _SNAPSHOT_FEATURES)
+}
+"""The features topic's names by organ group, for its completeness."""
 
 
 def _feature_sources() -> dict[str, frozenset[str]]:
@@ -678,22 +687,23 @@ class PatientState:
         features = dict(self.cache)
         self.published_at, self.published = at, dict(features)
         ages = self._ages(at)
+        # plain dicts, validated in one pass (one FeatureValue() call each costs 5x more)
         values = {
-            name: FeatureValue(value=features.get(name), unit=spec.unit, age_s=ages.get(spec.organ))
-            for name, spec in FEATURES.items()
-            if name not in _RISK_FEATURES
+            name: {"value": features.get(name), "unit": unit, "age_s": ages.get(organ)}
+            for name, unit, organ in _SNAPSHOT_FEATURES
         }
-        organs = _organ_states(features, ages)
         known = features.get("sofa_known_organs")
         total = features.get("sofa_total")
-        return FeatureSnapshot(
-            patient_id=self.patient_id,
-            computed_at=_iso(at),
-            features=values,
-            organs=organs,
-            sofa_total=None if total is None else int(total),
-            sofa_known_organs=0 if known is None else int(known),
-            completeness=self.completeness(features),
+        return FeatureSnapshot.model_validate(
+            {
+                "patient_id": self.patient_id,
+                "computed_at": _iso(at),
+                "features": values,
+                "organs": _organ_states(features, ages),
+                "sofa_total": None if total is None else int(total),
+                "sofa_known_organs": 0 if known is None else int(known),
+                "completeness": self.completeness(features),
+            }
         )
 
     def _ages(self, at: float) -> dict[str, float | None]:
@@ -714,14 +724,10 @@ class PatientState:
     @staticmethod
     def completeness(features: Features) -> dict[str, float]:
         """Per organ group, the fraction of its features that are known (0..1)."""
-        totals: dict[str, list[int]] = {}
-        for name, spec in FEATURES.items():
-            if name in _RISK_FEATURES:
-                continue
-            row = totals.setdefault(spec.organ, [0, 0])
-            row[0] += 1
-            row[1] += features.get(name) is not None
-        return {organ: known / count for organ, (count, known) in totals.items()}
+        return {
+            organ: sum(features.get(name) is not None for name in names) / len(names)
+            for organ, names in _FEATURES_BY_ORGAN.items()
+        }
 
     # ---- state ---------------------------------------------------------------------
 
