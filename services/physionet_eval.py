@@ -10,9 +10,11 @@ Two ways to get the per-hour feature snapshots of a patient, both from
   risk agent, and reads back the risk topic (:mod:`services.cli_risk`).
 
 Scoring per row: the prediction for hour ``k`` of a patient is the last one published
-for an event time in ``[row time, next row time)`` (the snapshot that includes the row,
-before the next row exists); rows without one count as "no alarm" and probability 0
-(reported as ``rows_without_prediction``).
+for an event time before the next row's (the snapshot that includes the row, before the
+next row exists). A row that brought no value (an empty hour) publishes nothing, so the
+prediction in effect is the previous hour's, as on a monitor (``rows_carried_forward``);
+rows before any prediction count as "no alarm" and probability 0
+(``rows_without_prediction``).
 """
 
 from __future__ import annotations
@@ -122,6 +124,7 @@ class RowScores:
     scores: list[np.ndarray[Any, Any]] = field(default_factory=list)
     decisions: list[np.ndarray[Any, Any]] = field(default_factory=list)
     rows_without_prediction: int = 0
+    rows_carried_forward: int = 0
 
     def add(
         self, labels: Sequence[bool], scores: Sequence[float], decisions: Sequence[bool]
@@ -146,6 +149,7 @@ class RowScores:
             "alarm_hours_per_patient_day": round(float(d.sum()) / max(patient_days, 1e-9), 3),
             "alerts_per_patient_day": round(_alert_onsets(self.decisions) / days, 3),
             "rows_without_prediction": self.rows_without_prediction,
+            "rows_carried_forward": self.rows_carried_forward,
         }
 
 
@@ -211,7 +215,15 @@ def merge_predictions(
 ) -> RowScores:
     """Per-row scores from published predictions ``(at, probability, threshold)``.
 
-    The prediction for a row is the last one with ``row time <= at < next row time``.
+    The prediction for a row is the last one with ``at < next row time``: its own row's
+    (``row time <= at``) or, for a row that published nothing, the one still in effect.
+
+    >>> rows = {"p1": ([0.0, 3600.0, 7200.0], [False, False, True])}
+    >>> scores = merge_predictions(rows, {"p1": [(3600.0, 0.9, 0.5)]}, None)
+    >>> scores.scores[0].tolist(), scores.rows_without_prediction
+    ([0.0, 0.9, 0.9], 1)
+    >>> scores.rows_carried_forward
+    1
     """
     scores = RowScores()
     for pid, (times, labels) in rows.items():
@@ -221,8 +233,9 @@ def merge_predictions(
         for i, t in enumerate(times):
             nxt = times[i + 1] if i + 1 < len(times) else math.inf
             j = _last_before(pred_times, nxt) if pred_times else -1
-            if j >= 0 and pred_times[j] >= t:
+            if j >= 0:
                 _at, p, th = preds[j]
+                scores.rows_carried_forward += pred_times[j] < t
                 prob.append(p)
                 decide.append(p >= (threshold if threshold is not None else th))
             else:

@@ -43,9 +43,9 @@ from faust.types import TP
 from pydantic import ValidationError
 
 from schemas.alerts import AlertAck
-from schemas.context import ContextEvent
+from schemas.context import ContextEvent, Discharge
 from schemas.deadletter import DeadLetter
-from schemas.derived import RiskScore
+from schemas.derived import FeatureSnapshot, RiskScore
 from schemas.observations import CrrtStatus, LabResults, NirsSample, ObservationMessage, VitalSigns
 from schemas.topics import TopicRegistry
 from streams import metrics
@@ -266,6 +266,15 @@ def create_app(config: WorkerConfig, clock: Clock = _wall_clock) -> faust.App:
         if state.seen(position, event.message.offset):
             return entry, []  # re-delivered after a restart: already in the state
         late_before = state.late_samples
+        if source not in ("risk", "alerts.ack"):
+            # the features of the patient's clock, before this record moves it on
+            closing = state.snapshot_closing(
+                None if isinstance(payload, Discharge) else payload.observed_at.timestamp(),
+                FEATURES_EVERY_S,
+                FEATURES_MIN_EVERY_S,
+            )
+            if closing is not None:
+                snapshots.append(closing)
         if source == "context":
             drafts = state.apply_context(payload, config.rules)
         elif source == "alerts.ack":
@@ -303,16 +312,14 @@ def create_app(config: WorkerConfig, clock: Clock = _wall_clock) -> faust.App:
                 latency = (clock() - alert.trigger_received_at).total_seconds()
                 metrics.EVENT_TO_ALERT_LATENCY.observe(max(0.0, latency))
 
-    async def publish_features(entries: list[_Live]) -> None:
-        for entry in entries:
-            state = entry.state
-            if state.clock is None or not state.snapshot_due(
-                state.clock, FEATURES_EVERY_S, FEATURES_MIN_EVERY_S
-            ):
-                continue
-            snapshot = state.snapshot(state.clock)
+    snapshots: list[FeatureSnapshot] = []  # taken in this batch (``snapshot_closing``)
+
+    async def publish_features() -> None:
+        taken = snapshots[:]
+        snapshots.clear()
+        for snapshot in taken:
             await features_topic.send(
-                key=state.patient_id.encode(), value=snapshot.model_dump_json().encode()
+                key=snapshot.patient_id.encode(), value=snapshot.model_dump_json().encode()
             )
             metrics.FEATURE_SNAPSHOTS.inc()
 
@@ -486,7 +493,7 @@ def create_app(config: WorkerConfig, clock: Clock = _wall_clock) -> faust.App:
             # Alerts first, acknowledged by Kafka, then the state that remembers them: a
             # crash in between re-emits the alert (same event id) instead of losing it.
             await publish_alerts(drafts)
-            await publish_features(list(touched.values()))
+            await publish_features()
             save(touched, {d.context.patient_id for d in drafts})
             busy.clear()
             await asyncio.sleep(0)

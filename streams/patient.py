@@ -658,6 +658,44 @@ class PatientState:
 
     # ---- features topic ------------------------------------------------------------
 
+    def snapshot_closing(
+        self, at: float | None, every_s: float, min_every_s: float
+    ) -> FeatureSnapshot | None:
+        """The snapshot of the patient's clock, taken as an input at event time ``at``
+        is about to move the clock past it (``at=None``: the stay ends), if one is due.
+
+        A snapshot thus describes an event time whose records are all applied,
+        whatever their order on the topics or how they were batched: the features
+        topic is the same at any replay speed (a PhysioNet row's labs and vitals are
+        in its hour's snapshot, as :func:`services.physionet_eval.offline_snapshots`).
+
+        >>> from datetime import UTC, datetime
+        >>> from schemas.observations import Measurement, Quantity, SourceInfo, VitalSigns
+        >>> from streams.rules import load_rules
+        >>> def vitals(t: float) -> VitalSigns:
+        ...     at = datetime.fromtimestamp(t, UTC)
+        ...     m = Measurement.of(Quantity.HEART_RATE, 80.0, at)
+        ...     return VitalSigns(patient_id="p1", source=SourceInfo(adapter="doc"),
+        ...                       received_at=at, measurements=(m,))
+        >>> state, rules = PatientState("p1"), load_rules()
+        >>> state.snapshot_closing(0.0, 60, 10) is None  # nothing applied yet
+        True
+        >>> _ = state.apply_observations("vitals", vitals(3600.0), rules)
+        >>> state.snapshot_closing(3600.0, 60, 10) is None  # same time: not closed
+        True
+        >>> state.snapshot_closing(7200.0, 60, 10).computed_at.hour  # the next row closes it
+        1
+        >>> state.snapshot_closing(None, 60, 10) is None  # already published for 1:00
+        True
+        """
+        if self.clock is None or self.discharged_at is not None:
+            return None
+        if at is not None and at <= self.clock:
+            return None
+        if not self.snapshot_due(self.clock, every_s, min_every_s):
+            return None
+        return self.snapshot(self.clock)
+
     def snapshot_due(self, at: float, every_s: float, min_every_s: float) -> bool:
         """Publish on change, at most every ``min_every_s``, at least every ``every_s``."""
         if self.published_at is None:

@@ -130,11 +130,14 @@ def test_each_row_takes_the_last_prediction_before_the_next_row() -> None:
     rows = {"p": ([0.0, hour, 2 * hour], [False, False, True])}
     preds = {"p": [(0.0, 0.1, 0.5), (10.0, 0.2, 0.5), (2 * hour + 5, 0.9, 0.5)]}
     scores = merge_predictions(rows, preds, None)
-    assert list(scores.scores[0]) == [0.2, 0.0, 0.9]  # no prediction in hour 1
+    assert list(scores.scores[0]) == [0.2, 0.2, 0.9]  # hour 1 published nothing: hour 0's
     assert list(scores.decisions[0]) == [False, False, True]
-    assert scores.rows_without_prediction == 1
+    assert (scores.rows_without_prediction, scores.rows_carried_forward) == (0, 1)
     fixed = merge_predictions(rows, preds, threshold=0.15)
-    assert list(fixed.decisions[0]) == [True, False, True]
+    assert list(fixed.decisions[0]) == [True, True, True]
+    late = merge_predictions(rows, {"p": [(hour + 1, 0.3, 0.5)]}, None)
+    assert list(late.scores[0]) == [0.0, 0.3, 0.3]  # before the first prediction: none
+    assert late.rows_without_prediction == 1
 
 
 def test_model_export_then_import_warm_starts_another_site(tmp_path: Path) -> None:
