@@ -51,9 +51,10 @@ from schemas.topics import TopicRegistry
 from streams import metrics
 from streams.alarm import AlertDraft
 from streams.delivery import DirectDeliveryTransport
+from streams.merge import SOURCES as MERGED_SOURCES
 from streams.merge import PartitionMerge, TickSchedule
 from streams.offline import partition_of
-from streams.patient import FREQUENT_SOURCES, PatientState, tick_due
+from streams.patient import PatientState, tick_due
 from streams.rules import RuleSet
 
 Clock = Callable[[], datetime]
@@ -454,7 +455,7 @@ def create_app(config: WorkerConfig, clock: Clock = _wall_clock) -> faust.App:
                 (counter or metrics.SAMPLES_IN.labels(source)).inc()
                 try:
                     payload = decode(event, source)
-                    if source in FREQUENT_SOURCES:  # merged in event time, applied below
+                    if source in MERGED_SOURCES:  # merged in event time, applied below
                         merge = merges.get(message.partition)
                         if merge is None:
                             merge = merges[message.partition] = PartitionMerge()

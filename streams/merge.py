@@ -1,9 +1,11 @@
-"""Event-time merge of one partition's frequent sources, and the ticks between records.
+"""Event-time merge of one partition's sources, and the ticks between records.
 
-Vitals, NIRS and CRRT of the same patients live in different topics (one partition
-number each). A consumer reads those topic-partitions at different paces: at full
-replay speed one topic can run minutes of event time ahead of another. Applying
-records in arrival order would make alerts depend on that pace. ``PartitionMerge``
+Vitals, NIRS, CRRT, labs and context of the same patients live in different topics
+(one partition number each). A consumer reads those topic-partitions at different
+paces: at full replay speed one topic can run minutes or hours of event time ahead of
+another (a PhysioNet patient's hourly labs all arrive before its vitals are read).
+Applying records in arrival order would make alerts and snapshots depend on that
+pace. ``PartitionMerge``
 holds the records of each source and releases them in event-time order, waiting
 for a source only while it still has unread records (a *backlog*); a source that
 is caught up and silent is not waited for (its devices are off, and that is what
@@ -32,13 +34,16 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 TICK_EVERY_S = 5.0
-SOURCES = ("vitals", "nirs", "crrt")
+SOURCES = ("vitals", "nirs", "crrt", "labs", "context")
+"""Merged sources; at equal times a record of an earlier one goes first (a discharge
+after its hour's vitals and labs). A lab is placed by its specimen time: one that
+arrives late is simply released at once (its time is behind the others')."""
 MAX_TICKS_PER_GAP = 720
 """At most an hour of 5-s ticks across a silent stretch (then it jumps to the latest)."""
 
 
 class PartitionMerge:
-    """Per partition: frequent-source records out in event-time order, with grid ticks."""
+    """Per partition: records out in event-time order, with grid ticks."""
 
     def __init__(self) -> None:
         self.queues: dict[str, deque[tuple[float, int, Any]]] = {s: deque() for s in SOURCES}

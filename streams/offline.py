@@ -3,9 +3,9 @@
 Used where the clinical behaviour is what matters and a broker is not: the golden
 scenario timeline, scoring against ground truth, and the pure-core benchmark.
 It follows the worker's routing (``streams.app``) exactly: a patient's records go
-to the partition Kafka's default partitioner gives its key; per partition, the
-frequent sources are merged in event time and ticked on the same grid
-(``streams.merge``); labs, context and acknowledgements are applied on arrival.
+to the partition Kafka's default partitioner gives its key; per partition, vitals,
+NIRS, CRRT, labs and context are merged in event time and ticked on the same grid
+(``streams.merge``); acknowledgements and risk scores are applied on arrival.
 Records are expected in the order they were produced (per topic, event time).
 """
 
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from kafka.partitioner.default import murmur2
 from pydantic import BaseModel
@@ -23,7 +24,7 @@ from schemas.derived import RiskScore
 from schemas.observations import ObservationMessage
 from streams.alarm import AlertDraft
 from streams.merge import PartitionMerge, TickSchedule
-from streams.patient import FREQUENT_SOURCES, PatientState, tick_due
+from streams.patient import PatientState, tick_due
 from streams.rules import RuleSet
 
 RAW_SOURCES = frozenset({"vitals", "nirs", "crrt", "labs", "context", "alerts.ack", "risk"})
@@ -76,17 +77,13 @@ class OfflinePipeline:
             found = state.acknowledge(payload, self.rules)
         elif isinstance(payload, RiskScore):
             found = state.apply_risk(payload, self.rules)
-        elif not isinstance(payload, ObservationMessage):
-            found = state.apply_context(payload, self.rules)  # type: ignore[arg-type]
-        elif source not in FREQUENT_SOURCES:
-            found = state.apply_observations(source, payload, self.rules)
         else:
-            return self._merged(source, payload)
+            return self._merged(source, patient_id, payload)
         self._schedule(state)
         return found
 
-    def _merged(self, source: str, payload: ObservationMessage) -> list[AlertDraft]:
-        patient_id = payload.patient_id
+    def _merged(self, source: str, patient_id: str, payload: Any) -> list[AlertDraft]:
+        """Through the partition's event-time merge (as the worker): records, ticks."""
         partition = partition_of(patient_id, self.partitions)
         merge = self.merges.get(partition)
         if merge is None:
@@ -99,11 +96,13 @@ class OfflinePipeline:
                 if schedule is not None:
                     for _patient, found in tick_due(schedule, self.patients.get, at, self.rules):
                         drafts += found
+                continue
+            state = self._state(item.patient_id)
+            if isinstance(item, ObservationMessage):
+                drafts += state.apply_observations(kind, item, self.rules)
             else:
-                message: ObservationMessage = item
-                state = self._state(message.patient_id)
-                drafts += state.apply_observations(kind, message, self.rules)
-                self._schedule(state)
+                drafts += state.apply_context(item, self.rules)
+            self._schedule(state)
         return drafts
 
     def run(self, records: Iterable[tuple[str, BaseModel]]) -> Iterator[AlertDraft]:

@@ -14,7 +14,9 @@ Late and out-of-order policy (DESIGN.md "Event time"):
   earlier, by the per-partition offsets the state remembers.
 - *Labs and context* are applied whatever their time: a lab result is placed
   by its specimen time (results come after the specimen by design), and its
-  effect is evaluated at the patient's current clock.
+  effect is evaluated at the patient's current clock. The worker releases them
+  through the same event-time merge as the monitors (``streams.merge``), so a
+  replay read at any pace applies a row's labs with its hour's vitals.
 - *Future times*: a message of a streaming source (a monitor's cadence, see
   below) more than ``FUTURE_TOLERANCE_S`` ahead of the patient's clock is a device
   clock fault: dropped and counted (``future_samples``), so one bad clock cannot end
@@ -446,8 +448,12 @@ class PatientState:
         clock = self.sources[source]
         clock.advance(at)
         self.clock = at if self.clock is None else max(self.clock, at)
-        if self.discharged_at is not None and self.clock >= self.discharged_at:
-            return []  # discharged: nothing to watch until the next admission
+        # discharged: nothing to watch until the next admission. A risk score is judged
+        # by its own time: the agent may read the features later than the worker reads
+        # the discharge (a replay at full speed), and the result must not depend on that.
+        since = at if source == "risk" else self.clock
+        if self.discharged_at is not None and since >= self.discharged_at:
+            return []
         context = self._context(received_at)
         unknown = dict.fromkeys(gapped) if gapped else None
         drafts: list[AlertDraft] = []

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from schemas.alerts import AlertEvent
 from schemas.derived import RiskScore
 from services import procs
 from streams.risk.engine import loads
@@ -72,6 +73,11 @@ def scores(stack: Stack) -> list[RiskScore]:
     return [RiskScore.model_validate_json(v) for v in stack.read_all("risk", idle_s=2)]
 
 
+def risk_alerts(stack: Stack) -> list[AlertEvent]:
+    alerts = (AlertEvent.model_validate_json(v) for v in stack.read_all("alerts", idle_s=2))
+    return [a for a in alerts if a.rule_id.startswith("risk.")]
+
+
 def test_replay_gives_risk_scores_and_a_killed_agent_keeps_its_model(
     kafka_bootstrap: str, tmp_path: Path
 ) -> None:
@@ -94,6 +100,19 @@ def test_replay_gives_risk_scores_and_a_killed_agent_keeps_its_model(
         assert all(s.outcome == "sepsis" and s.cold_start for s in first[:5])
         before = loads(checkpoint.read_bytes())
         assert before.model.learned > 0
+
+        # p000008's cold-start score reaches the threshold (SOFA rise 2) from 12:00 to
+        # 16:00 after admission: a risk alert through the worker's alarm engine, held
+        # for the rule's 10-min on-delay on the risk topic's own clock.
+        def sepsis_alert() -> bool:
+            return any(
+                a.rule_id == "risk.sepsis_high" and a.phase == "start" for a in risk_alerts(stack)
+            )
+
+        wait_for(sepsis_alert, 90, "a risk alert from the replay", stack.worker_log)
+        started = [a for a in risk_alerts(stack) if a.phase == "start"]
+        assert {a.patient_id for a in started} <= {f"p{n:06d}" for n in range(1, 10)}
+        assert all(a.values["risk_sepsis_threshold_ratio"] >= 1.0 for a in started)
 
         os.kill(agent.pid, signal.SIGKILL)  # no shutdown checkpoint
         agent.wait(10)

@@ -480,3 +480,24 @@ def test_sepsis_risk_alarms_against_the_threshold_the_model_learned() -> None:
     starts = [e for e in events if e.rule_id == "risk.sepsis_high" and e.phase == "start"]
     assert [e.triggered_at for e in starts] == [T0 + seconds(900)]
     assert starts[0].values["risk_sepsis_threshold_ratio"] == 1.25
+
+
+def test_a_risk_score_read_after_the_discharge_is_judged_by_its_own_time() -> None:
+    """The agent may read a patient's features after the worker read its discharge (a
+    replay at full speed): its scores from before the discharge still raise the alarm,
+    and one from the discharge time on does not, whatever the pace."""
+    state = PatientState("p-late")
+    state.apply_observations("vitals", vitals("p-late", T0 + seconds(3600), 80), RULES)
+    discharge = Discharge(
+        patient_id="p-late",
+        observed_at=T0 + seconds(3600),
+        received_at=T0 + seconds(3600),
+        source=SourceInfo(adapter="test"),
+    )
+    state.apply_context(discharge, RULES)
+    events: list[AlertEvent] = []
+    for t in range(0, 3660, 60):
+        events += _events(state.apply_risk(_risk("p-late", t, 0.2, "sepsis", 0.1), RULES), t)
+    starts = [e for e in events if e.rule_id == "risk.sepsis_high" and e.phase == "start"]
+    assert [e.triggered_at for e in starts] == [T0 + seconds(600)]
+    assert all(e.triggered_at < T0 + seconds(3600) for e in events)
