@@ -36,6 +36,7 @@ class AlertReason(StrEnum):
     RELAPSED = "relapsed"  # update: the condition returned while latched
     RESOLVED = "resolved"  # end: the clear condition held through its off-delay
     RULE_REMOVED = "rule_removed"  # end: the rule was removed or disabled
+    DISCHARGED = "discharged"  # end: the patient left the unit (ADT discharge)
 
 
 class AlertPriority(StrEnum):

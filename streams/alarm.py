@@ -576,6 +576,24 @@ class PatientAlarms:
         alarm.sequence += 1
         return draft
 
+    def discharge(self, at: float, context: AlertContext) -> list[AlertDraft]:
+        """The patient left the unit at ``at``: every shown alarm ends (``discharged``),
+        pending ones are dropped, so no alarm outlives the stay on a central station."""
+        drafts: list[AlertDraft] = []
+        for rule_id in sorted(self._alarms):
+            alarm = self._alarms.pop(rule_id)
+            if alarm.phase in _SHOWN:
+                why = (
+                    f"the patient was discharged at {_iso(at)}: the alarm ends with the stay",
+                    _source_line(rule_id, alarm.rule_version, alarm.source),
+                )
+                drafts.append(
+                    self._emit(
+                        alarm, rule_id, AlertPhase.END, AlertReason.DISCHARGED, at, why, context
+                    )
+                )
+        return drafts
+
     # --- acknowledgement -----------------------------------------------------------
 
     def acknowledge(self, ack: AlertAck, rules: RuleSet, context: AlertContext) -> AckOutcome:

@@ -404,8 +404,10 @@ class PatientState:
         return self._after_input(source, applied_at, message.received_at, rules, gapped)
 
     def apply_context(self, event: PatientContext, rules: RuleSet) -> list[AlertDraft]:
-        """Apply one context event (ADT, weight, drugs, charting)."""
+        """Apply one context event (ADT, weight, drugs, charting); a discharge ends the
+        patient's alarms (``PatientAlarms.discharge``)."""
         at = event.observed_at.timestamp()
+        ended: list[AlertDraft] = []
         if isinstance(event, Admission | Transfer):
             self.bed = event.bed or self.bed
             self.care_unit = event.care_unit or self.care_unit
@@ -414,11 +416,17 @@ class PatientState:
                 self.discharged_at = None
         elif isinstance(event, Discharge):
             self.discharged_at = at
+            context = self._context(event.received_at)
+            ended = [
+                draft
+                for engine in (*self.engines.values(), self.watchdog)
+                for draft in engine.discharge(at, context)
+            ]
         elif isinstance(event, Weight):
             self.weight.insert(at, event.weight_kg)
         for group in self.groups.values():
             group.observe_context(event, at)
-        return self._after_input("context", at, event.received_at, rules)
+        return ended + self._after_input("context", at, event.received_at, rules)
 
     def acknowledge(self, ack: AlertAck, rules: RuleSet) -> list[AlertDraft]:
         """An acknowledgement from the alerts.ack topic: pauses re-announcement only."""

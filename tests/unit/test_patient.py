@@ -501,3 +501,25 @@ def test_a_risk_score_read_after_the_discharge_is_judged_by_its_own_time() -> No
     starts = [e for e in events if e.rule_id == "risk.sepsis_high" and e.phase == "start"]
     assert [e.triggered_at for e in starts] == [T0 + seconds(600)]
     assert all(e.triggered_at < T0 + seconds(3600) for e in events)
+
+
+def test_a_discharge_ends_every_alarm_of_the_stay() -> None:
+    state = PatientState("p-out")
+    state.apply_observations("vitals", vitals("p-out", T0, 80), RULES)
+    events: list[AlertEvent] = []
+    for t in range(0, 1560, 60):
+        events += _events(state.apply_risk(_risk("p-out", t, 0.4), RULES), t)
+    assert [e.phase for e in events if e.rule_id == "risk.mods_progression_high"] == ["start"]
+    discharge = Discharge(
+        patient_id="p-out",
+        observed_at=T0 + seconds(1600),
+        received_at=T0 + seconds(1600),
+        source=SourceInfo(adapter="test"),
+    )
+    ended = _events(state.apply_context(discharge, RULES), 1600)
+    assert [(e.rule_id, e.phase, e.reason) for e in ended] == [
+        ("risk.mods_progression_high", "end", "discharged")
+    ]
+    assert ended[0].triggered_at == T0 + seconds(1600)
+    assert state.alarms == []
+    assert state.apply_observations("vitals", vitals("p-out", T0 + seconds(1700), 30), RULES) == []
