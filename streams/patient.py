@@ -73,6 +73,7 @@ from streams.features.brain import BrainFeatures
 from streams.features.catalog import FEATURES
 from streams.features.congestion import CongestionFeatures
 from streams.features.crrt import CrrtCircuitFeatures
+from streams.features.labs import LabFeatures
 from streams.features.organs import OrganFeatures
 from streams.features.perfusion import PerfusionFeatures
 from streams.features.renal import RenalFeatures
@@ -126,6 +127,7 @@ _GROUP_TYPES: dict[str, type[FeatureGroup]] = {
     "brain": BrainFeatures,
     "crrt": CrrtCircuitFeatures,
     "organs": OrganFeatures,
+    "labs": LabFeatures,
 }
 
 _ROUTES: dict[Quantity, tuple[str, ...]] = {
@@ -141,6 +143,9 @@ _DATA_AGES = frozenset(name for name in _TECHNICAL if name.endswith("_data_age_s
 _SCORE_FEATURES = frozenset(name for name, spec in FEATURES.items() if spec.organ == "scores")
 _RISK_FEATURES = frozenset(name for name, spec in FEATURES.items() if spec.organ == "risk")
 """From the risk topic: for the rules only, not published on the features topic."""
+_NO_COMPLETENESS = frozenset({"risk", "labs"})
+"""Organs left out of the snapshot's completeness: risk inputs are not published; the
+other labs (``streams.features.labs``) are not expected for every patient."""
 
 
 def _feature_sources() -> dict[str, frozenset[str]]:
@@ -179,6 +184,9 @@ def _feature_sources() -> dict[str, frozenset[str]]:
     for name, spec in FEATURES.items():
         if spec.organ == "risk":
             found[name] = frozenset({"risk"})
+            continue
+        if spec.organ == "labs":
+            found[name] = frozenset({"labs"})
             continue
         if spec.organ in ("technical", "scores"):
             found[name] = frozenset(SOURCES)
@@ -558,8 +566,9 @@ class PatientState:
             or at - self.scores_at >= SCORES_EVERY_S
             or not wanted.isdisjoint(("labs", "context"))
         ):
-            for group in self.groups.values():
-                self.cache.update(group.features(at, facts))
+            for name, group in self.groups.items():
+                if name not in _ON_THEIR_SOURCES:
+                    self.cache.update(group.features(at, facts))
             self.cache.update(self._technical(at))
             self.cache.update(self._scores(at))
             self.scores_at = at
@@ -708,6 +717,7 @@ class PatientState:
             "brain": age("nirs"),
             "crrt": age("crrt"),
             "renal": age("context"),
+            "labs": age("labs"),
             "technical": 0.0,
         }
 
@@ -716,7 +726,7 @@ class PatientState:
         """Per organ group, the fraction of its features that are known (0..1)."""
         totals: dict[str, list[int]] = {}
         for name, spec in FEATURES.items():
-            if name in _RISK_FEATURES:
+            if spec.organ in _NO_COMPLETENESS:
                 continue
             row = totals.setdefault(spec.organ, [0, 0])
             row[0] += 1
@@ -753,9 +763,10 @@ class PatientState:
     def from_state(cls, state: dict[str, Any]) -> PatientState:
         patient = cls(state["id"])
         patient.bed, patient.care_unit, patient.site = state["bed"], state["unit"], state["site"]
-        patient.groups = {
-            name: _GROUP_TYPES[name].from_state(group) for name, group in state["groups"].items()
-        }
+        # a group added since the state was written starts empty
+        patient.groups.update(
+            {name: _GROUP_TYPES[name].from_state(group) for name, group in state["groups"].items()}
+        )
         patient.engines.update(
             {k: PatientAlarms.from_state(e) for k, e in state["engines"].items()}
         )
@@ -865,7 +876,13 @@ _GROUP_SOURCES: dict[str, frozenset[str]] = {
     "brain": frozenset({"nirs", "labs"}),
     "crrt": frozenset({"crrt", "context"}),
     "organs": frozenset({"vitals", "labs", "context"}),
+    "labs": frozenset({"labs"}),
 }
+
+_ON_THEIR_SOURCES = frozenset({"labs"})
+"""Groups computed only when one of their sources is applied (and for every snapshot),
+not in the once-a-minute recomputation of the scores: the other labs change only when
+a result arrives, and adding them to the vitals path would cost every 1-Hz patient."""
 
 _SOFA_ORGANS: dict[Organ, str] = {
     Organ.RESPIRATORY: "sofa_respiratory",
