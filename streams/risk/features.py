@@ -12,10 +12,7 @@ feature is ``None`` once its input is stale. ICU data are sparse and irregular
   the value carried at least 6 h ago) and ``<name>__dev_baseline`` (now minus the
   patient's own running mean: a patient's baseline, not a population norm);
 
-plus ``hours_since_admission``, ``age_years`` and ``sex_male`` from the Admission, and
-``bun_creatinine_ratio`` (carried BUN / carried creatinine, both in mg/dL), a derived
-input the PhysioNet 2019 entries used (pre-renal vs intrinsic kidney injury; it raised
-the utility on the benchmark's first 2,000 patients, see bench/risk.py).
+plus ``hours_since_admission``, ``age_years`` and ``sex_male`` from the Admission.
 Only the past is used: every value is what was known at the snapshot's time.
 State is bounded (one value, one time, a short history per feature) and JSON-able.
 
@@ -28,8 +25,6 @@ State is bounded (one value, one time, a short history per feature) and JSON-abl
 (30.0, 15.0)
 >>> state.update(8 * 3600.0, {})["heart_rate_per_min__age_h"]
 1.0
->>> state.update(9 * 3600.0, {"bun_mg_dl": 42.0, "creatinine_mg_dl": 1.5})["bun_creatinine_ratio"]
-28.0
 
 References: Che Z et al. Recurrent neural networks for multivariate time series with
 missing values. Sci Rep 2018;8:6085. Reyna MA et al. Crit Care Med 2020;48(2):210-217.
@@ -75,17 +70,6 @@ TREND_FEATURES: frozenset[str] = frozenset(
         "sofa_cardiovascular",
         "sofa_respiratory",
         "sofa_renal",
-        # the other labs (streams.features.labs) that move within days in sepsis
-        "wbc_10e3_ul",
-        "bun_mg_dl",
-        "glucose_mg_dl",
-        "ph",
-        "bicarbonate_mmol_l",
-        "base_excess_mmol_l",
-        "paco2_mmhg",
-        "potassium_mmol_l",
-        "hemoglobin_g_dl",
-        "hematocrit_pct",
     }
 )
 
@@ -164,9 +148,6 @@ class RiskFeatureState:
                 if at - then_at >= DELTA_S:
                     x[name + "__delta_6h"] = entry.value - then
                 x[name + "__dev_baseline"] = entry.value - entry.mean_sum / max(1, entry.mean_n)
-        bun, creatinine = x.get("bun_mg_dl"), x.get("creatinine_mg_dl")
-        if bun is not None and creatinine is not None and creatinine > 0:
-            x["bun_creatinine_ratio"] = bun / creatinine
         start = self.admitted_at if self.admitted_at is not None else self.first_seen_at
         if start is not None:
             x["hours_since_admission"] = max(0.0, at - start) / 3600.0

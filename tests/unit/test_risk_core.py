@@ -172,23 +172,6 @@ def test_feature_history_is_bounded_for_second_by_second_input() -> None:
     assert len(history) <= 6 * 3600 / HISTORY_STEP_S + 2
 
 
-def test_bun_creatinine_ratio_uses_the_carried_values_and_needs_both() -> None:
-    state = RiskFeatureState()
-    assert "bun_creatinine_ratio" not in state.update(0.0, {"bun_mg_dl": 30.0})
-    x = state.update(3600.0, {"creatinine_mg_dl": 1.5, "bun_mg_dl": None})  # BUN carried
-    assert x["bun_creatinine_ratio"] == pytest.approx(20.0)
-    x = state.update(7200.0, {"creatinine_mg_dl": 0.0})  # a zero creatinine: no ratio
-    assert "bun_creatinine_ratio" not in x
-
-
-def test_the_labs_sepsis_moves_have_trends() -> None:
-    state = RiskFeatureState()
-    state.update(0.0, {"wbc_10e3_ul": 8.0, "bicarbonate_mmol_l": 24.0})
-    x = state.update(7 * 3600.0, {"wbc_10e3_ul": 17.0, "bicarbonate_mmol_l": 16.0})
-    assert x["wbc_10e3_ul__delta_6h"] == 9.0
-    assert x["bicarbonate_mmol_l__dev_baseline"] == -4.0
-
-
 # ---- the engine: prequential order, cold start, checkpoints ------------------------------
 
 
