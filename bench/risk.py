@@ -5,7 +5,8 @@
 
 ``cache`` computes every patient's hourly feature snapshots with the worker's own
 ``PatientState`` (``services.physionet_eval.offline_snapshots``) once, into
-``.cache/risk/`` (float32, NaN = unknown). ``compare`` then runs the risk engine
+``.cache/risk/`` (float32, NaN = unknown, with the column names: a cache made with
+another feature catalogue is refused, not misread). ``compare`` then runs the risk engine
 (``streams.risk.engine``) prequentially over them in event time: admissions one hour
 apart in id order, each prediction published before the patient's labels arrive at
 its discharge, then scored and learned. Protocol (b) first learns p000001-p010000 with
@@ -79,6 +80,7 @@ def _cache_part(args: tuple[str, list[list[str]], int]) -> str:
             labels=np.array(labels, dtype=bool),
             x=np.array(xs, dtype=np.float32).reshape(-1, len(NAMES)),
             meta=json.dumps(meta),
+            names=np.array(NAMES),
         )
         os.replace(tmp, out)
         print(worker, "wrote", out.name, flush=True)
@@ -128,6 +130,13 @@ def load_cache() -> list[PatientSeries]:
         if ".tmp" in path.name:
             continue
         data = np.load(path)
+        names = tuple(str(n) for n in data["names"]) if "names" in data.files else None
+        if names != NAMES:  # columns are read by position: another catalogue mislabels them
+            raise SystemExit(
+                f"{path}: cached with other features than the catalogue's "
+                f"({'no names' if names is None else f'{len(names)} columns'}, "
+                f"now {len(NAMES)}): delete {CACHE} and run the cache step again"
+            )
         meta = json.loads(str(data["meta"]))
         offsets = data["offsets"]
         xs = data["x"]

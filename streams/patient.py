@@ -75,6 +75,7 @@ from streams.features.brain import BrainFeatures
 from streams.features.catalog import FEATURES
 from streams.features.congestion import CongestionFeatures
 from streams.features.crrt import CrrtCircuitFeatures
+from streams.features.labs import LabFeatures
 from streams.features.organs import OrganFeatures
 from streams.features.perfusion import PerfusionFeatures
 from streams.features.renal import RenalFeatures
@@ -128,6 +129,7 @@ _GROUP_TYPES: dict[str, type[FeatureGroup]] = {
     "brain": BrainFeatures,
     "crrt": CrrtCircuitFeatures,
     "organs": OrganFeatures,
+    "labs": LabFeatures,
 }
 
 _ROUTES: dict[Quantity, tuple[str, ...]] = {
@@ -147,9 +149,13 @@ _SNAPSHOT_FEATURES: tuple[tuple[str, str, str], ...] = tuple(
     (name, spec.unit, spec.organ) for name, spec in FEATURES.items() if name not in _RISK_FEATURES
 )
 """(name, unit, organ) of each feature the features topic carries."""
+_NO_COMPLETENESS = frozenset({"risk", "labs"})
+"""Organs left out of the snapshot's completeness: risk inputs are not published; the
+other labs (``streams.features.labs``) are not expected for every patient."""
 _FEATURES_BY_ORGAN: dict[str, tuple[str, ...]] = {
     organ: tuple(name for name, _unit, of in _SNAPSHOT_FEATURES if of == organ)
     for organ in dict.fromkeys(organ for _name, _unit, organ in _SNAPSHOT_FEATURES)
+    if organ not in _NO_COMPLETENESS
 }
 """The features topic's names by organ group, for its completeness."""
 
@@ -190,6 +196,9 @@ def _feature_sources() -> dict[str, frozenset[str]]:
     for name, spec in FEATURES.items():
         if spec.organ == "risk":
             found[name] = frozenset({"risk"})
+            continue
+        if spec.organ == "labs":
+            found[name] = frozenset({"labs"})
             continue
         if spec.organ in ("technical", "scores"):
             found[name] = frozenset(SOURCES)
@@ -581,8 +590,9 @@ class PatientState:
             or at - self.scores_at >= SCORES_EVERY_S
             or not wanted.isdisjoint(("labs", "context"))
         ):
-            for group in self.groups.values():
-                self.cache.update(group.features(at, facts))
+            for name, group in self.groups.items():
+                if name not in _ON_THEIR_SOURCES:
+                    self.cache.update(group.features(at, facts))
             self.cache.update(self._technical(at))
             self.cache.update(self._scores(at))
             self.scores_at = at
@@ -770,6 +780,7 @@ class PatientState:
             "brain": age("nirs"),
             "crrt": age("crrt"),
             "renal": age("context"),
+            "labs": age("labs"),
             "technical": 0.0,
         }
 
@@ -811,9 +822,10 @@ class PatientState:
     def from_state(cls, state: dict[str, Any]) -> PatientState:
         patient = cls(state["id"])
         patient.bed, patient.care_unit, patient.site = state["bed"], state["unit"], state["site"]
-        patient.groups = {
-            name: _GROUP_TYPES[name].from_state(group) for name, group in state["groups"].items()
-        }
+        # a group added since the state was written starts empty
+        patient.groups.update(
+            {name: _GROUP_TYPES[name].from_state(group) for name, group in state["groups"].items()}
+        )
         patient.engines.update(
             {k: PatientAlarms.from_state(e) for k, e in state["engines"].items()}
         )
@@ -923,7 +935,13 @@ _GROUP_SOURCES: dict[str, frozenset[str]] = {
     "brain": frozenset({"nirs", "labs"}),
     "crrt": frozenset({"crrt", "context"}),
     "organs": frozenset({"vitals", "labs", "context"}),
+    "labs": frozenset({"labs"}),
 }
+
+_ON_THEIR_SOURCES = frozenset({"labs"})
+"""Groups computed only when one of their sources is applied (and for every snapshot),
+not in the once-a-minute recomputation of the scores: the other labs change only when
+a result arrives, and adding them to the vitals path would cost every 1-Hz patient."""
 
 _SOFA_ORGANS: dict[Organ, str] = {
     Organ.RESPIRATORY: "sofa_respiratory",

@@ -9,6 +9,8 @@ clinical words with the unit last; booleans are 0/1 with unit ``"1"``. A value o
 'mm[Hg]'
 >>> FEATURES["kdigo_stage"].organ
 'renal'
+>>> FEATURES["bun_mg_dl"].unit, FEATURES["bun_mg_dl"].organ
+('mg/dL', 'labs')
 >>> all(name == spec.name for name, spec in FEATURES.items())
 True
 """
@@ -126,6 +128,33 @@ _SCORES = (
     ("news2", "1", "NEWS2 total"),
     ("news2_single_parameter_3", "1", "1 when any NEWS2 parameter scores 3"),
 )
+_LABS = (
+    ("ph", "[pH]", "latest arterial pH (within 6 h)"),
+    ("paco2_mmhg", "mm[Hg]", "latest arterial PaCO2 (within 6 h)"),
+    ("base_excess_mmol_l", "mmol/L", "latest base excess (within 6 h)"),
+    ("sao2_pct", "%", "latest blood-gas oxygen saturation SaO2 (within 6 h)"),
+    ("bicarbonate_mmol_l", "mmol/L", "latest bicarbonate HCO3 (within 24 h)"),
+    ("glucose_mg_dl", "mg/dL", "latest glucose (within 24 h)"),
+    ("potassium_mmol_l", "mmol/L", "latest potassium (within 24 h)"),
+    ("bun_mg_dl", "mg/dL", "latest urea nitrogen, BUN (within 48 h)"),
+    ("chloride_mmol_l", "mmol/L", "latest chloride (within 48 h)"),
+    ("calcium_mg_dl", "mg/dL", "latest calcium (within 48 h)"),
+    ("magnesium_mg_dl", "mg/dL", "latest magnesium (within 48 h)"),
+    ("phosphate_mg_dl", "mg/dL", "latest phosphate (within 48 h)"),
+    ("wbc_10e3_ul", "10*3/uL", "latest white blood cell count (within 48 h)"),
+    ("hemoglobin_g_dl", "g/dL", "latest haemoglobin (within 48 h)"),
+    ("hematocrit_pct", "%", "latest haematocrit (within 48 h)"),
+    ("ast_u_l", "U/L", "latest aspartate aminotransferase (within 48 h)"),
+    ("alkaline_phosphatase_u_l", "U/L", "latest alkaline phosphatase (within 48 h)"),
+    ("bilirubin_direct_mg_dl", "mg/dL", "latest direct bilirubin (within 48 h)"),
+    ("ptt_s", "s", "latest partial thromboplastin time (within 48 h)"),
+    ("fibrinogen_mg_dl", "mg/dL", "latest fibrinogen (within 48 h)"),
+    ("troponin_i_ng_ml", "ng/mL", "latest troponin I (within 48 h)"),
+)
+"""Labs no rule reads, for the risk models (``streams.features.labs``). They span
+several organs (acid-base, electrolytes, blood count, liver, coagulation, heart), so
+they share the organ ``"labs"``: not one of the organ row's organs, and left out of
+the snapshot's per-organ completeness (most are not expected for every patient)."""
 _TECHNICAL = (
     ("vitals_data_age_s", "s", "seconds since the last vitals sample"),
     ("arterial_line_data_age_s", "s", "seconds since the last arterial mean"),
@@ -155,6 +184,7 @@ _ORGAN_OF = {
     "respiratory": _RESPIRATORY,
     "crrt": _CRRT,
     "scores": _SCORES,
+    "labs": _LABS,
     "technical": _TECHNICAL,
     "risk": _RISK,
 }

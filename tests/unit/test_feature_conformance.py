@@ -7,8 +7,8 @@ device, for 7 h. Inputs reach a group the way ``PatientState`` routes them: each
 non-artefact numeric measurement to the groups whose ``quantities`` contain it (late
 samples of a frequent quantity dropped), every context event to ``observe_context``.
 A few inputs the simulator never sends (NSE, CVP mean, pulse rate, capillary refill,
-furosemide, drips in mg/h and U/min, charted output, labs and charting arriving out of
-order) are added so that every quantity a group reads is exercised. Features are
+furosemide, drips in mg/h and U/min, charted output, the other labs, labs and charting
+arriving out of order) are added so that every quantity a group reads is exercised. Features are
 asked for once a minute of event time, with the facts ``PatientState`` would pass.
 
 Properties, per group: outputs exactly the catalogue features of its organs (the
@@ -101,6 +101,7 @@ GROUP_ORGANS: dict[str, frozenset[str]] = {
     "brain": frozenset({"brain"}),
     "crrt": frozenset({"crrt"}),
     "organs": frozenset({"respiratory", "coagulation", "liver", "cns", "cardiovascular"}),
+    "labs": frozenset({"labs"}),
 }
 """The catalogue organs each group owns."""
 PATIENT_STATE_ORGANS = frozenset({"scores", "technical", "risk"})
@@ -191,6 +192,28 @@ RANGES: dict[str, tuple[float, float]] = {
     "crrt_blood_pump_stopped_s": (0.0, math.inf),
     "crrt_effluent_dose_ml_kg_h": (0.0, math.inf),
     "crrt_downtime_24h_min": (0.0, 24 * 60.0),
+    # other labs (the plausible ranges of schemas.units)
+    "ph": (6.5, 8.0),
+    "paco2_mmhg": (5.0, 200.0),
+    "base_excess_mmol_l": (-40.0, 40.0),
+    "sao2_pct": (30.0, 100.0),
+    "bicarbonate_mmol_l": (1.0, 70.0),
+    "glucose_mg_dl": (5.0, 2500.0),
+    "potassium_mmol_l": (0.5, 12.0),
+    "bun_mg_dl": (0.0, 300.0),
+    "chloride_mmol_l": (50.0, 160.0),
+    "calcium_mg_dl": (1.0, 25.0),
+    "magnesium_mg_dl": (0.2, 15.0),
+    "phosphate_mg_dl": (0.1, 25.0),
+    "wbc_10e3_ul": (0.0, 500.0),
+    "hemoglobin_g_dl": (1.0, 25.0),
+    "hematocrit_pct": (5.0, 80.0),
+    "ast_u_l": (0.0, 30000.0),
+    "alkaline_phosphatase_u_l": (0.0, 10000.0),
+    "bilirubin_direct_mg_dl": (0.0, 60.0),
+    "ptt_s": (5.0, 250.0),
+    "fibrinogen_mg_dl": (10.0, 2000.0),
+    "troponin_i_ng_ml": (0.0, 1000.0),
 }
 """Plausible range of each feature's value (unit sanity); features not listed are unbounded."""
 INTEGERS = frozenset(
@@ -374,11 +397,50 @@ def _brain_extras(stream: BedStream, patient: str) -> list[Step]:
     ]
 
 
+OTHER_LABS: tuple[tuple[Quantity, float], ...] = (
+    (Quantity.PACO2, 31.0),
+    (Quantity.BASE_EXCESS, -6.5),
+    (Quantity.SAO2, 94.0),
+    (Quantity.GLUCOSE, 182.0),
+    (Quantity.CHLORIDE, 109.0),
+    (Quantity.CALCIUM, 7.9),
+    (Quantity.MAGNESIUM, 1.8),
+    (Quantity.PHOSPHATE, 4.6),
+    (Quantity.HEMATOCRIT, 29.5),
+    (Quantity.AST, 88.0),
+    (Quantity.ALKALINE_PHOSPHATASE, 131.0),
+    (Quantity.BILIRUBIN_DIRECT, 0.9),
+    (Quantity.PTT, 41.0),
+    (Quantity.FIBRINOGEN, 512.0),
+    (Quantity.TROPONIN_I, 0.12),
+)
+"""Labs of the PhysioNet 2019 columns the simulator does not send."""
+
+
+def _other_labs_extras(stream: BedStream, patient: str) -> list[Step]:
+    """The labs the simulator does not send, twice; one result of the second draw is
+    reported before the first draw's (a late report of an older specimen)."""
+    first = [Sample(40 * 60, q, T0 + 25 * 60, v) for q, v in OTHER_LABS]
+    second = [Sample(100 * 60, q, T0 + 90 * 60, v * 0.95) for q, v in OTHER_LABS]
+    early, late = second[0], first[0]
+    return [
+        *first[1:],
+        *second[1:],
+        Sample(95 * 60, early.quantity, early.at_s, early.value),
+        Sample(100 * 60, late.quantity, late.at_s, late.value),
+    ]
+
+
 SUPPLEMENTS: dict[str, tuple[Callable[[BedStream, str], list[Step]], ...]] = {
-    "ward/sim-001": (_septic_extras,),
+    "ward/sim-001": (_septic_extras, _other_labs_extras),
     "ward/sim-002": (_congestion_extras,),
     "ward/sim-003": (_brain_extras,),
-    "everything/sim-001": (_septic_extras, _congestion_extras, _brain_extras),
+    "everything/sim-001": (
+        _septic_extras,
+        _congestion_extras,
+        _brain_extras,
+        _other_labs_extras,
+    ),
 }
 """Inputs the simulator does not send, so that every quantity of every group is exercised."""
 
