@@ -43,9 +43,10 @@ DELTA_S = 6 * 3600.0
 HISTORY_STEP_S = 1800.0  # history points kept at most every 30 min: bounded for 1 Hz inputs
 
 INPUT_FEATURES: tuple[str, ...] = tuple(
-    name for name, spec in FEATURES.items() if spec.organ != "technical"
+    name for name, spec in FEATURES.items() if spec.organ not in ("technical", "risk")
 )
-"""Snapshot features the risk models read (technical data ages are about devices)."""
+"""Snapshot features the risk models read (technical data ages are about devices; the
+risk scores themselves are rule inputs, never in a snapshot)."""
 
 TREND_FEATURES: frozenset[str] = frozenset(
     {
