@@ -22,7 +22,9 @@ groups, ``streams.alarm``); this module only wires them to Kafka.
   merged in event time (``streams.merge``): a source with unread records is waited
   for, a caught-up silent one is not. Between records every patient of the
   partition is ticked on a 5-s grid, so "no data" alarms fire for a silent patient,
-  and the alerts are the same whatever the pace each topic is read at.
+  and the alerts are the same whatever the pace each topic is read at. A written state
+  remembers the grid time its partition had ticked to; a partition taken over resumes
+  its ticks from the earliest of its patients', so no tick is lost or evaluated twice.
 """
 
 from __future__ import annotations
@@ -171,6 +173,7 @@ def create_app(config: WorkerConfig, clock: Clock = _wall_clock) -> faust.App:
     live: dict[str, _Live] = {}
     merges: dict[int, PartitionMerge] = {}  # partition -> event-time merge of its sources
     schedules: dict[int, TickSchedule] = {}  # partition -> patients by "no data" due time
+    resume: dict[int, float] = {}  # partition -> grid time its ticks resume after (reloaded)
     # lag, alarms shown, readiness: refreshed every few seconds (services.worker starts it)
     metrics.watch_worker(app, lambda: [entry.state for entry in live.values()], config.rules)
 
@@ -184,13 +187,17 @@ def create_app(config: WorkerConfig, clock: Clock = _wall_clock) -> faust.App:
         live.clear()
         merges.clear()
         schedules.clear()
+        resume.clear()
         consumed.clear()
         rebalanced[0] = True
 
     def watch_stored_patients() -> None:
         """After a rebalance, every stored patient of the assigned partitions is watched
         again, so one whose devices went silent before it still gets its "no data"
-        alarms (records bring the others back anyway)."""
+        alarms (records bring the others back anyway); and each partition's ticks resume
+        after the earliest grid time its patients' written states have been through
+        (``PatientState.resume_tick``), not at the first record re-read: a tick between
+        a state's writing and that record would be lost."""
         for patient_id, stored in table.items():
             if patient_id in live or not stored:
                 continue
@@ -203,6 +210,9 @@ def create_app(config: WorkerConfig, clock: Clock = _wall_clock) -> faust.App:
             if schedule is None:
                 schedule = schedules[partition] = TickSchedule()
             schedule.schedule(patient_id, state.clock)
+            mark = state.resume_tick()
+            if mark is not None:
+                resume[partition] = min(resume.get(partition, mark), mark)
 
     app.on_partitions_revoked.connect(_drop_live)
     app.on_partitions_assigned.connect(_drop_live)
@@ -395,6 +405,9 @@ def create_app(config: WorkerConfig, clock: Clock = _wall_clock) -> faust.App:
             # (its latest record, kept alive by the entry: the store holds a weak ref).
             if entry.anchor is None:
                 continue  # nothing of this patient read by this process: nothing to write
+            merge = merges.get(entry.partition)
+            if merge is not None and merge.ticked is not None:
+                state.passed_tick(merge.ticked)  # every tick so far: none again after a reload
             _current_event.set(weakref.ref(entry.anchor))
             try:
                 table[patient_id] = state.to_state()
@@ -447,7 +460,9 @@ def create_app(config: WorkerConfig, clock: Clock = _wall_clock) -> faust.App:
                     if source in FREQUENT_SOURCES:  # merged in event time, applied below
                         merge = merges.get(message.partition)
                         if merge is None:
-                            merge = merges[message.partition] = PartitionMerge()
+                            merge = merges[message.partition] = PartitionMerge(
+                                resume.get(message.partition)
+                            )
                         # un-acknowledged while queued: a crash then re-reads it, not loses it
                         message.incref()
                         merge.add(source, payload.observed_at.timestamp(), (event, payload))
