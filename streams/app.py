@@ -30,6 +30,7 @@ groups, ``streams.alarm``); this module only wires them to Kafka.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 import weakref
@@ -83,6 +84,11 @@ FEATURES_MIN_EVERY_S = 10.0
 """...and on a change, at most every 10 s (rate limit)."""
 BATCH_MAX = 1000
 BATCH_WITHIN_S = 0.05
+
+
+def state_key(patient_id: str) -> bytes:
+    """A patient's key in the state table: the id's bytes, as the inputs' Kafka key."""
+    return patient_id.encode()
 
 
 def _wall_clock() -> datetime:
@@ -163,11 +169,14 @@ def create_app(config: WorkerConfig, clock: Clock = _wall_clock) -> faust.App:
         "patient-state",
         default=None,
         partitions=topics.partitions,
-        schema=faust.Schema(key_type=str, key_serializer="raw", value_serializer="json"),
-        # The key's partition is the patient's input partition (same key bytes, same
-        # murmur2 partitioner), so a patient's changelog lands where its inputs are.
+        # Keyed by the patient id's bytes, as the inputs are: with ``use_partitioner`` the
+        # changelog partition is murmur2 of the key bytes, so a patient's state lands on its
+        # input partition and a worker recovers the states of the partitions it is given.
+        # (faust serializes a ``str`` key as JSON, quotes included: another partition.)
+        key_type=bytes,
+        schema=faust.Schema(key_type=bytes, key_serializer="raw", value_serializer="json"),
         use_partitioner=True,
-        help="PatientState by patient id (JSON; changelog-backed)",
+        help="PatientState by patient id (key: its UTF-8 bytes; value: JSON; changelog-backed)",
     )
 
     live: dict[str, _Live] = {}
@@ -198,8 +207,11 @@ def create_app(config: WorkerConfig, clock: Clock = _wall_clock) -> faust.App:
         after the earliest grid time its patients' written states have been through
         (``PatientState.resume_tick``), not at the first record re-read: a tick between
         a state's writing and that record would be lost."""
-        for patient_id, stored in table.items():
-            if patient_id in live or not stored:
+        for key, stored in table.items():
+            if not stored or key.startswith(b'"'):  # a JSON key: see ``stored_state``
+                continue
+            patient_id = key.decode()
+            if patient_id in live:
                 continue
             state = PatientState.from_state(stored)
             if state.clock is None or state.discharged_at is not None:
@@ -237,10 +249,21 @@ def create_app(config: WorkerConfig, clock: Clock = _wall_clock) -> faust.App:
         await delivery  # the record counts as handled only once its dead letter is stored
         metrics.DEAD_LETTERS.labels(source, reason).inc()
 
+    def stored_state(patient_id: str) -> Any:
+        """The patient's written state (None: none). Before states were keyed by the id's
+        bytes they were keyed by its JSON (``"sim-001"``, quotes included) on another
+        changelog partition: such a state is read when this worker holds it and no
+        newer one exists (always with one worker; with several, only where the old
+        partition's changelog was recovered to this worker)."""
+        stored = table.get(state_key(patient_id))
+        if stored is None:
+            stored = table.get(json.dumps(patient_id).encode())
+        return stored
+
     def patient_of(patient_id: str, partition: int) -> _Live:
         entry = live.get(patient_id)
         if entry is None:
-            stored = table.get(patient_id)
+            stored = stored_state(patient_id)
             state = PatientState.from_state(stored) if stored else PatientState(patient_id)
             entry = live[patient_id] = _Live(state, partition, saved_clock=state.clock)
         return entry
@@ -410,7 +433,7 @@ def create_app(config: WorkerConfig, clock: Clock = _wall_clock) -> faust.App:
                 state.passed_tick(merge.ticked)  # every tick so far: none again after a reload
             _current_event.set(weakref.ref(entry.anchor))
             try:
-                table[patient_id] = state.to_state()
+                table[state_key(patient_id)] = state.to_state()
             except Exception:  # keep its records un-acknowledged: they are read again
                 log.exception("state of one patient not written; its records stay pending")
                 continue

@@ -19,17 +19,26 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
+from kafka.partitioner.default import murmur2
 from pydantic import BaseModel
 
 import services.sim.bed as bed_module
 from schemas.context import ContextEvent
+from schemas.topics import TopicRegistry
 from services.sim.bed import SimulatedBed
 from services.sim.scenarios import Equipment, Scenario, equipment_of
 from streams.alarm import AlertDraft
-from streams.app import SNAPSHOT_AFTER_BATCHES, SNAPSHOT_EVERY_S
+from streams.app import (
+    SNAPSHOT_AFTER_BATCHES,
+    SNAPSHOT_EVERY_S,
+    WorkerConfig,
+    create_app,
+    state_key,
+)
 from streams.merge import TICK_EVERY_S, PartitionMerge, TickSchedule
 from streams.offline import OfflinePipeline, partition_of
 from streams.patient import FREQUENT_SOURCES, PatientState, tick_due
@@ -355,3 +364,21 @@ def test_states_written_and_read_back_mid_stream_continue_identically(
                 copy = json.loads(json.dumps(state.to_state()))
                 pipeline.patients[patient_id] = PatientState.from_state(copy)
     assert found == expected
+
+
+def test_a_patients_state_goes_to_the_changelog_partition_of_its_inputs(tmp_path: Path) -> None:
+    """The worker that is given a partition recovers the states of that partition's
+    patients: the table's changelog key is the inputs' key (the patient id's bytes),
+    so the same murmur2 partition. A ``str`` key went out as JSON (quotes included):
+    after a rebalance a worker recovered other patients' states and started its own
+    from nothing (bench/rebalance.py: rSO2 baselines lost, missing and extra events)."""
+    topics = TopicRegistry(prefix="t.", partitions=PARTITIONS)
+    config = WorkerConfig("w-replay", "127.0.0.1:9", "memory://", tmp_path, topics, load_rules())
+    table = create_app(config).tables["patient-state"]
+    for patient_id in (f"sim-{bed:03d}" for bed in range(1, 41)):
+        key, _headers = table.changelog_topic.prepare_key(
+            state_key(patient_id), table.key_serializer, table.schema, None
+        )
+        assert key == patient_id.encode()
+        hashed: int = murmur2(key)
+        assert (hashed & 0x7FFFFFFF) % PARTITIONS == partition_of(patient_id, PARTITIONS)
