@@ -188,17 +188,36 @@ def create_app(config: WorkerConfig, clock: Clock = _wall_clock) -> faust.App:
 
     consumed: dict[tuple[str, int], int] = {}  # (topic, partition) -> last offset taken
     rebalanced = [False]  # set on (re)assignment: re-watch the stored patients
+    epoch = [0]  # one more on every revoke and assignment (see ``current``)
 
     async def _drop_live(_sender: Any, /, *_args: Any, signal: Any, **_kwargs: Any) -> None:
         # A partition may have moved: forget held records (the next owner re-reads them
         # from the committed offset, and so does this worker: faust seeks every assigned
         # partition back to it), and how far each topic was read.
+        epoch[0] += 1
         live.clear()
         merges.clear()
         schedules.clear()
         resume.clear()
         consumed.clear()
         rebalanced[0] = True
+
+    def current(event: Any, since: int) -> bool:
+        """Whether a record may be applied, in a batch begun at ``epoch`` ``since``.
+
+        Not when a rebalance began since: faust's batch buffer still hands over records
+        of the previous assignment (read past the committed offset, so applying one would
+        make the records before it look already applied), and until the assigned
+        partitions' states are recovered from the changelog a patient would start from
+        nothing (``actives_ready``: false from the revoke until recovery is complete and
+        faust has sought every partition back to its committed offset). Such a record is
+        never acknowledged: it is delivered again from the committed offset.
+        """
+        return (
+            since == epoch[0]
+            and app.tables.actives_ready
+            and event.message.generation_id == app.consumer_generation_id
+        )
 
     def watch_stored_patients() -> None:
         """After a rebalance, every stored patient of the assigned partitions is watched
@@ -460,14 +479,15 @@ def create_app(config: WorkerConfig, clock: Clock = _wall_clock) -> faust.App:
             and e.dirty_since is not None
             and now - e.dirty_since >= FLUSH_EVERY_S
         }
-        if waiting:
+        if waiting and app.tables.actives_ready:
             save(waiting, set(), force=True)
 
     @app.agent(inputs, name="patients")
     async def process(stream: Any) -> None:
         async for batch in stream.take_events(BATCH_MAX, within=BATCH_WITHIN_S):
-            if rebalanced[0]:  # tables are recovered before a batch is delivered
-                rebalanced[0] = False
+            since = epoch[0]
+            if rebalanced[0] and any(current(event, since) for event in batch):
+                rebalanced[0] = False  # the assigned partitions' states are recovered
                 watch_stored_patients()
             touched: dict[str, _Live] = {}
             drafts: list[AlertDraft] = []
@@ -475,6 +495,10 @@ def create_app(config: WorkerConfig, clock: Clock = _wall_clock) -> faust.App:
             partitions: set[int] = set()
             for event in batch:
                 message = event.message
+                if not current(event, since):  # (a rebalance may begin at any await below)
+                    message.incref()  # never acknowledged: read again from the committed offset
+                    metrics.RECORDS_DEFERRED.inc()
+                    continue
                 source = source_of.get(message.topic, "unknown")
                 consumed[(message.topic, message.partition)] = message.offset
                 metrics.SAMPLES_IN.labels(source).inc()
@@ -522,7 +546,8 @@ def create_app(config: WorkerConfig, clock: Clock = _wall_clock) -> faust.App:
             # crash in between re-emits the alert (same event id) instead of losing it.
             await publish_alerts(drafts)
             await publish_features(list(touched.values()))
-            save(touched, {d.context.patient_id for d in drafts})
+            if since == epoch[0]:  # else its partitions were revoked: they are read again
+                save(touched, {d.context.patient_id for d in drafts})
             busy.clear()
             await asyncio.sleep(0)
 
