@@ -371,11 +371,20 @@ def create_app(config: WorkerConfig, clock: Clock = _wall_clock) -> faust.App:
 
         def check(source: str) -> bool:
             topic = topics.name(source)
+            tp = TP(topic, partition)
             try:
-                highwater = app.consumer.highwater(TP(topic, partition))
+                highwater = app.consumer.highwater(tp)
             except Exception:  # no fetch yet: unknown, so wait for it
                 return False
-            return highwater is not None and consumed.get((topic, partition), -1) + 1 >= highwater
+            if highwater is None:
+                return False
+            taken = consumed.get((topic, partition))
+            if taken is None:  # nothing read since the assignment: faust sought it to the
+                # committed offset, and a source with nothing after it must not be waited
+                # for (its next record may be a minute away, or never come)
+                committed = getattr(app.consumer, "_committed_offset", {}).get(tp)
+                return (committed or 0) >= highwater
+            return taken + 1 >= highwater
 
         return check
 

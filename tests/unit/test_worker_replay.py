@@ -167,8 +167,12 @@ class _Worker:
         return drafts
 
     def _caught_up(self, partition: int, source: str) -> bool:
+        """No record left to read: after the last one taken, or (none taken by this
+        worker) from the committed offset it started at."""
         tp = (source, partition)
-        return self.consumed.get(tp, -1) + 1 >= len(self.log.get(tp, ()))
+        taken = self.consumed.get(tp)
+        position = self.start.get(tp, 0) if taken is None else taken + 1
+        return position >= len(self.log.get(tp, ()))
 
     def batch(self) -> bool:
         """One batch; False when every topic-partition was read to its end."""
@@ -210,7 +214,11 @@ class _Worker:
         self._save(touched, {d.context.patient_id for d in drafts})
         return True
 
-    def _save(self, touched: dict[str, _Entry], alerted: set[str]) -> None:
+    def flush(self) -> None:
+        """Write every patient holding records (the app's ``flush_idle``, input quiet)."""
+        self._save({p: e for p, e in self.live.items() if e.held}, set(), force=True)
+
+    def _save(self, touched: dict[str, _Entry], alerted: set[str], force: bool = False) -> None:
         for patient_id, entry in touched.items():
             state = entry.state
             entry.dirty_batches += 1
@@ -220,7 +228,8 @@ class _Worker:
                 and state.clock - entry.saved_clock >= SNAPSHOT_EVERY_S
             )
             if not (
-                patient_id in alerted
+                force
+                or patient_id in alerted
                 or moved
                 or entry.saved_clock is None
                 or entry.dirty_batches >= SNAPSHOT_AFTER_BATCHES
@@ -260,7 +269,8 @@ def _run(
 ) -> list[AlertDraft]:
     """Drain ``log``; after ``stops[i]`` batches the worker is replaced by a new one (None:
     after every batch that leaves a tick due: records released at a grid time, not its
-    tick, which comes before the next record)."""
+    tick, which comes before the next record). Every record is applied and committed in
+    the end (none left waiting in a merge)."""
     table: dict[str, str] = {}
     worker = _Worker(log, table, dict.fromkeys(log, 0), rules, pace or PACE)
     drafts: list[AlertDraft] = []
@@ -278,7 +288,7 @@ def _run(
                 done |= due
                 drafts += worker.drafts
                 worker = _Worker(log, table, worker.committed(), rules, pace or PACE)
-        return drafts + worker.drafts
+        return drafts + _drained(worker, log)
     for stop in stops:
         for _ in range(stop):
             worker.batch()
@@ -286,7 +296,14 @@ def _run(
         worker = _Worker(log, table, worker.committed(), rules, pace or PACE)
     while worker.batch():
         pass
-    return drafts + worker.drafts
+    return drafts + _drained(worker, log)
+
+
+def _drained(worker: _Worker, log: dict[TP, list[BaseModel]]) -> list[AlertDraft]:
+    worker.flush()
+    assert all(len(m) == 0 for m in worker.merges.values()), "records left in a merge"
+    assert worker.committed() == {tp: len(payloads) for tp, payloads in log.items()}
+    return worker.drafts
 
 
 @pytest.fixture(scope="module")
