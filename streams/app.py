@@ -22,12 +22,15 @@ groups, ``streams.alarm``); this module only wires them to Kafka.
   merged in event time (``streams.merge``): a source with unread records is waited
   for, a caught-up silent one is not. Between records every patient of the
   partition is ticked on a 5-s grid, so "no data" alarms fire for a silent patient,
-  and the alerts are the same whatever the pace each topic is read at.
+  and the alerts are the same whatever the pace each topic is read at. A written state
+  remembers the grid time its partition had ticked to; a partition taken over resumes
+  its ticks from the earliest of its patients', so no tick is lost or evaluated twice.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 import weakref
@@ -82,6 +85,11 @@ FEATURES_MIN_EVERY_S = 10.0
 """...and on a change, at most every 10 s (rate limit)."""
 BATCH_MAX = 1000
 BATCH_WITHIN_S = 0.05
+
+
+def state_key(patient_id: str) -> bytes:
+    """A patient's key in the state table: the id's bytes, as the inputs' Kafka key."""
+    return patient_id.encode()
 
 
 def _wall_clock() -> datetime:
@@ -164,38 +172,68 @@ def create_app(config: WorkerConfig, clock: Clock = _wall_clock) -> faust.App:
         "patient-state",
         default=None,
         partitions=topics.partitions,
-        schema=faust.Schema(key_type=str, key_serializer="raw", value_serializer="json"),
-        # The key's partition is the patient's input partition (same key bytes, same
-        # murmur2 partitioner), so a patient's changelog lands where its inputs are.
+        # Keyed by the patient id's bytes, as the inputs are: with ``use_partitioner`` the
+        # changelog partition is murmur2 of the key bytes, so a patient's state lands on its
+        # input partition and a worker recovers the states of the partitions it is given.
+        # (faust serializes a ``str`` key as JSON, quotes included: another partition.)
+        key_type=bytes,
+        schema=faust.Schema(key_type=bytes, key_serializer="raw", value_serializer="json"),
         use_partitioner=True,
-        help="PatientState by patient id (JSON; changelog-backed)",
+        help="PatientState by patient id (key: its UTF-8 bytes; value: JSON; changelog-backed)",
     )
 
     live: dict[str, _Live] = {}
     merges: dict[int, PartitionMerge] = {}  # partition -> event-time merge of its sources
     schedules: dict[int, TickSchedule] = {}  # partition -> patients by "no data" due time
+    resume: dict[int, float] = {}  # partition -> grid time its ticks resume after (reloaded)
     # lag, alarms shown, readiness: refreshed every few seconds (services.worker starts it)
     metrics.watch_worker(app, lambda: [entry.state for entry in live.values()], config.rules)
 
     consumed: dict[tuple[str, int], int] = {}  # (topic, partition) -> last offset taken
     rebalanced = [False]  # set on (re)assignment: re-watch the stored patients
+    epoch = [0]  # one more on every revoke and assignment (see ``current``)
 
     async def _drop_live(_sender: Any, /, *_args: Any, signal: Any, **_kwargs: Any) -> None:
         # A partition may have moved: forget held records (the next owner re-reads them
         # from the committed offset, and so does this worker: faust seeks every assigned
         # partition back to it), and how far each topic was read.
+        epoch[0] += 1
         live.clear()
         merges.clear()
         schedules.clear()
+        resume.clear()
         consumed.clear()
         rebalanced[0] = True
+
+    def current(event: Any, since: int) -> bool:
+        """Whether a record may be applied, in a batch begun at ``epoch`` ``since``.
+
+        Not when a rebalance began since: faust's batch buffer still hands over records
+        of the previous assignment (read past the committed offset, so applying one would
+        make the records before it look already applied), and until the assigned
+        partitions' states are recovered from the changelog a patient would start from
+        nothing (``actives_ready``: false from the revoke until recovery is complete and
+        faust has sought every partition back to its committed offset). Such a record is
+        never acknowledged: it is delivered again from the committed offset.
+        """
+        return (
+            since == epoch[0]
+            and app.tables.actives_ready
+            and event.message.generation_id == app.consumer_generation_id
+        )
 
     def watch_stored_patients() -> None:
         """After a rebalance, every stored patient of the assigned partitions is watched
         again, so one whose devices went silent before it still gets its "no data"
-        alarms (records bring the others back anyway)."""
-        for patient_id, stored in table.items():
-            if patient_id in live or not stored:
+        alarms (records bring the others back anyway); and each partition's ticks resume
+        after the earliest grid time its patients' written states have been through
+        (``PatientState.resume_tick``), not at the first record re-read: a tick between
+        a state's writing and that record would be lost."""
+        for key, stored in table.items():
+            if not stored or key.startswith(b'"'):  # a JSON key: see ``stored_state``
+                continue
+            patient_id = key.decode()
+            if patient_id in live:
                 continue
             state = PatientState.from_state(stored)
             if state.clock is None or state.discharged_at is not None:
@@ -206,6 +244,9 @@ def create_app(config: WorkerConfig, clock: Clock = _wall_clock) -> faust.App:
             if schedule is None:
                 schedule = schedules[partition] = TickSchedule()
             schedule.schedule(patient_id, state.clock)
+            mark = state.resume_tick()
+            if mark is not None:
+                resume[partition] = min(resume.get(partition, mark), mark)
 
     app.on_partitions_revoked.connect(_drop_live)
     app.on_partitions_assigned.connect(_drop_live)
@@ -230,10 +271,21 @@ def create_app(config: WorkerConfig, clock: Clock = _wall_clock) -> faust.App:
         await delivery  # the record counts as handled only once its dead letter is stored
         metrics.DEAD_LETTERS.labels(source, reason).inc()
 
+    def stored_state(patient_id: str) -> Any:
+        """The patient's written state (None: none). Before states were keyed by the id's
+        bytes they were keyed by its JSON (``"sim-001"``, quotes included) on another
+        changelog partition: such a state is read when this worker holds it and no
+        newer one exists (always with one worker; with several, only where the old
+        partition's changelog was recovered to this worker)."""
+        stored = table.get(state_key(patient_id))
+        if stored is None:
+            stored = table.get(json.dumps(patient_id).encode())
+        return stored
+
     def patient_of(patient_id: str, partition: int) -> _Live:
         entry = live.get(patient_id)
         if entry is None:
-            stored = table.get(patient_id)
+            stored = stored_state(patient_id)
             state = PatientState.from_state(stored) if stored else PatientState(patient_id)
             entry = live[patient_id] = _Live(state, partition, saved_clock=state.clock)
         return entry
@@ -329,11 +381,20 @@ def create_app(config: WorkerConfig, clock: Clock = _wall_clock) -> faust.App:
 
         def check(source: str) -> bool:
             topic = topics.name(source)
+            tp = TP(topic, partition)
             try:
-                highwater = app.consumer.highwater(TP(topic, partition))
+                highwater = app.consumer.highwater(tp)
             except Exception:  # no fetch yet: unknown, so wait for it
                 return False
-            return highwater is not None and consumed.get((topic, partition), -1) + 1 >= highwater
+            if highwater is None:
+                return False
+            taken = consumed.get((topic, partition))
+            if taken is None:  # nothing read since the assignment: faust sought it to the
+                # committed offset, and a source with nothing after it must not be waited
+                # for (its next record may be a minute away, or never come)
+                committed = getattr(app.consumer, "_committed_offset", {}).get(tp)
+                return (committed or 0) >= highwater
+            return taken + 1 >= highwater
 
         return check
 
@@ -405,9 +466,12 @@ def create_app(config: WorkerConfig, clock: Clock = _wall_clock) -> faust.App:
             # (its latest record, kept alive by the entry: the store holds a weak ref).
             if entry.anchor is None:
                 continue  # nothing of this patient read by this process: nothing to write
+            merge = merges.get(entry.partition)
+            if merge is not None and merge.ticked is not None:
+                state.passed_tick(merge.ticked)  # every tick so far: none again after a reload
             _current_event.set(weakref.ref(entry.anchor))
             try:
-                table[patient_id] = state.to_state()
+                table[state_key(patient_id)] = state.to_state()
             except Exception:  # keep its records un-acknowledged: they are read again
                 log.exception("state of one patient not written; its records stay pending")
                 continue
@@ -434,14 +498,15 @@ def create_app(config: WorkerConfig, clock: Clock = _wall_clock) -> faust.App:
             and e.dirty_since is not None
             and now - e.dirty_since >= FLUSH_EVERY_S
         }
-        if waiting:
+        if waiting and app.tables.actives_ready:
             save(waiting, set(), force=True)
 
     @app.agent(inputs, name="patients")
     async def process(stream: Any) -> None:
         async for batch in stream.take_events(BATCH_MAX, within=BATCH_WITHIN_S):
-            if rebalanced[0]:  # tables are recovered before a batch is delivered
-                rebalanced[0] = False
+            since = epoch[0]
+            if rebalanced[0] and any(current(event, since) for event in batch):
+                rebalanced[0] = False  # the assigned partitions' states are recovered
                 watch_stored_patients()
             touched: dict[str, _Live] = {}
             drafts: list[AlertDraft] = []
@@ -449,6 +514,10 @@ def create_app(config: WorkerConfig, clock: Clock = _wall_clock) -> faust.App:
             partitions: set[int] = set()
             for event in batch:
                 message = event.message
+                if not current(event, since):  # (a rebalance may begin at any await below)
+                    message.incref()  # never acknowledged: read again from the committed offset
+                    metrics.RECORDS_DEFERRED.inc()
+                    continue
                 source = source_of.get(message.topic, "unknown")
                 consumed[(message.topic, message.partition)] = message.offset
                 counter = samples_in.get(message.topic)
@@ -458,7 +527,9 @@ def create_app(config: WorkerConfig, clock: Clock = _wall_clock) -> faust.App:
                     if source in MERGED_SOURCES:  # merged in event time, applied below
                         merge = merges.get(message.partition)
                         if merge is None:
-                            merge = merges[message.partition] = PartitionMerge()
+                            merge = merges[message.partition] = PartitionMerge(
+                                resume.get(message.partition)
+                            )
                         # un-acknowledged while queued: a crash then re-reads it, not loses it
                         message.incref()
                         merge.add(source, payload.observed_at.timestamp(), (event, payload))
@@ -495,7 +566,8 @@ def create_app(config: WorkerConfig, clock: Clock = _wall_clock) -> faust.App:
             # crash in between re-emits the alert (same event id) instead of losing it.
             await publish_alerts(drafts)
             await publish_features()
-            save(touched, {d.context.patient_id for d in drafts})
+            if since == epoch[0]:  # else its partitions were revoked: they are read again
+                save(touched, {d.context.patient_id for d in drafts})
             busy.clear()
             await asyncio.sleep(0)
 

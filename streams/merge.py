@@ -45,11 +45,14 @@ MAX_TICKS_PER_GAP = 720
 class PartitionMerge:
     """Per partition: records out in event-time order, with grid ticks."""
 
-    def __init__(self) -> None:
+    def __init__(self, ticked: float | None = None) -> None:
+        """``ticked``: the grid time ticks resume after (a partition taken over after a
+        rebalance or restart, see ``PatientState.resume_tick``); None: the grid starts
+        at the first record."""
         self.queues: dict[str, deque[tuple[float, int, Any]]] = {s: deque() for s in SOURCES}
         self.sequence = 0
         self.released_at: float | None = None
-        self.ticked: float | None = None
+        self.ticked = ticked
 
     def add(self, source: str, at: float, item: Any) -> None:
         """Hold a record of ``source`` observed at ``at`` (arrival order kept per source)."""

@@ -35,6 +35,11 @@ EVENT_TO_ALERT_LATENCY = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
 )
 FEATURE_SNAPSHOTS = Counter("vigil_feature_snapshots_total", "Feature snapshots published")
+RECORDS_DEFERRED = Counter(
+    "vigil_records_deferred_total",
+    "Records handed over during a rebalance (of the previous assignment, or before the"
+    " states are recovered): not applied, read again from the committed offset",
+)
 
 # --- worker status: lag, alarms shown, liveness and readiness ------------------------
 

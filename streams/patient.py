@@ -81,7 +81,7 @@ from streams.features.perfusion import PerfusionFeatures
 from streams.features.renal import RenalFeatures
 from streams.features.scores import news2, qsofa, sofa
 from streams.features.windows import DAY_S, HOUR_S, SparseSeries
-from streams.merge import TickSchedule
+from streams.merge import TICK_EVERY_S, TickSchedule
 from streams.rules import PRIORITY_RANK, AllOf, AnyOf, Clause, Condition, Rule, RuleSet
 
 SOURCES = ("vitals", "nirs", "crrt", "labs", "context", "risk")
@@ -336,6 +336,9 @@ class PatientState:
         self.sofa_hours: dict[int, dict[str, int]] = {}
         self.published_at: float | None = None
         self.published: Features = {}
+        # latest grid time of its partition's "no data" ticks this state has been through
+        # (ticked, or not due): after a reload, ticks up to it are not evaluated again
+        self.ticked_at: float | None = None
 
     # ---- input -------------------------------------------------------------------
 
@@ -514,6 +517,28 @@ class PatientState:
         if not selected:
             return []
         return self.watchdog.evaluate(at, features, rules, self._context(None), only=selected)
+
+    def passed_tick(self, at: float) -> None:
+        """Every "no data" tick of its partition up to grid time ``at`` has been through
+        this state (evaluated, or the patient was not due): a reload of this state must
+        not evaluate them again (see ``tick_due`` and ``resume_tick``)."""
+        if self.ticked_at is None or at > self.ticked_at:
+            self.ticked_at = at
+
+    def resume_tick(self) -> float | None:
+        """The grid time its partition's ticks must resume after, once this state is
+        reloaded (a rebalance or restart), so that no tick it has not been through is
+        skipped; None: it needs none before its next record.
+
+        ``ticked_at`` when known. A state written before that mark existed has been
+        through every tick before its frequent sources' latest record (they are merged
+        in event time, ticks included), so the last grid time before it.
+        """
+        if self.ticked_at is not None:
+            return self.ticked_at
+        seen = [clock.last_at for name, clock in self.sources.items() if name in FREQUENT_SOURCES]
+        latest = max((t for t in seen if t is not None), default=None)
+        return None if latest is None else math.ceil(latest / TICK_EVERY_S - 1) * TICK_EVERY_S
 
     def next_tick_at(self, rules: RuleSet, now: float) -> float | None:
         """Earliest event time a ``tick`` could change the "no data" alarms; None: not
@@ -816,6 +841,7 @@ class PatientState:
             "sofa_hours": {str(h): row for h, row in self.sofa_hours.items()},
             "published_at": self.published_at,
             "published": self.published,
+            "ticked": self.ticked_at,
         }
 
     @classmethod
@@ -842,6 +868,7 @@ class PatientState:
         patient.sofa_hours = {int(h): dict(row) for h, row in state["sofa_hours"].items()}
         patient.published_at = state["published_at"]
         patient.published = dict(state["published"])
+        patient.ticked_at = state.get("ticked")
         return patient
 
 
@@ -904,10 +931,18 @@ def tick_due(
 
     A record schedules its patient at its own time (cheap, once per grid step): here
     the patient's due time is computed from its state as of ``at``, and it is
-    ticked only if that time has come."""
+    ticked only if that time has come.
+
+    A state reloaded after a rebalance or restart is not ticked again at grid times it
+    has been through before it was written (``PatientState.ticked_at``): its partition's
+    ticks resume from the earliest such mark of its patients, so every tick any of them
+    missed is evaluated, once."""
     for patient_id in schedule.pop_due(at):
         state = state_of(patient_id)
         if state is None:
+            continue
+        if state.ticked_at is not None and at <= state.ticked_at:
+            schedule.schedule(patient_id, at)  # checked again on the next grid time
             continue
         due = state.next_tick_at(rules, at)
         if due is None:
@@ -916,6 +951,7 @@ def tick_due(
             schedule.schedule(patient_id, due)
             continue
         drafts = state.tick(at, rules)
+        state.passed_tick(at)
         schedule.schedule(patient_id, state.next_tick_at(rules, at))
         yield patient_id, drafts
 

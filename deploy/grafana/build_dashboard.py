@@ -247,7 +247,13 @@ def panels() -> list[dict[str, Any]]:
         series(
             "Late samples per second by source",
             "Frequent-source values not after the patient's last one: counted and dropped.",
-            [(f"sum by (source) (rate(vigil_samples_late_total{{{W}}}{RATE}))", "{{source}}")],
+            [
+                (f"sum by (source) (rate(vigil_samples_late_total{{{W}}}{RATE}))", "{{source}}"),
+                (
+                    f"sum(rate(vigil_records_deferred_total{{{W}}}{RATE}))",
+                    "deferred across a rebalance (read again)",
+                ),
+            ],
             x=12,
             unit="cps",
         ),
