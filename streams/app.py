@@ -85,6 +85,7 @@ FEATURES_MIN_EVERY_S = 10.0
 """...and on a change, at most every 10 s (rate limit)."""
 BATCH_MAX = 1000
 BATCH_WITHIN_S = 0.05
+RECOVERY_POLL_S = 0.05  # how often a batch read before recovery checks it is complete
 
 
 def state_key(patient_id: str) -> bytes:
@@ -210,17 +211,47 @@ def create_app(config: WorkerConfig, clock: Clock = _wall_clock) -> faust.App:
 
         Not when a rebalance began since: faust's batch buffer still hands over records
         of the previous assignment (read past the committed offset, so applying one would
-        make the records before it look already applied), and until the assigned
-        partitions' states are recovered from the changelog a patient would start from
-        nothing (``actives_ready``: false from the revoke until recovery is complete and
-        faust has sought every partition back to its committed offset). Such a record is
-        never acknowledged: it is delivered again from the committed offset.
+        make the records before it look already applied). Such a record is never
+        acknowledged: the assignment that follows reads it again from the committed
+        offset. (A record of the current assignment read before its states are recovered
+        waits for them instead: ``await_recovery``.)
         """
         return (
             since == epoch[0]
             and app.tables.actives_ready
             and event.message.generation_id == app.consumer_generation_id
         )
+
+    async def await_recovery(batch: list[Any], since: int) -> None:
+        """Hold a batch read before the assigned partitions' states are recovered.
+
+        A new assignment reads each partition from its committed offset, and faust's
+        recovery reads it again from there once the changelogs are replayed: records read
+        in between (before ``actives_ready``) are applied once recovery is complete, and
+        their second reading is skipped (``already_applied``). Deferring them to the
+        second reading instead would lose those read between faust's seek and
+        ``actives_ready``: nothing reads them a third time, and the partition's committed
+        offset would stall below them.
+        """
+        began = time.monotonic()
+        while (
+            not app.tables.actives_ready
+            and since == epoch[0]
+            and any(e.message.generation_id == app.consumer_generation_id for e in batch)
+        ):
+            await asyncio.sleep(RECOVERY_POLL_S)
+        if time.monotonic() > began + RECOVERY_POLL_S / 2:
+            log.info(
+                "a batch of %d records read before recovery waited %.2f s for it",
+                len(batch),
+                time.monotonic() - began,
+            )
+
+    def already_applied(message: Any) -> bool:
+        """Whether the record was taken already in this assignment (read a second time
+        after faust's seek back to the committed offset; see ``await_recovery``)."""
+        taken = consumed.get((message.topic, message.partition))
+        return taken is not None and message.offset <= taken
 
     def watch_stored_patients() -> None:
         """After a rebalance, every stored patient of the assigned partitions is watched
@@ -505,6 +536,7 @@ def create_app(config: WorkerConfig, clock: Clock = _wall_clock) -> faust.App:
     async def process(stream: Any) -> None:
         async for batch in stream.take_events(BATCH_MAX, within=BATCH_WITHIN_S):
             since = epoch[0]
+            await await_recovery(batch, since)
             if rebalanced[0] and any(current(event, since) for event in batch):
                 rebalanced[0] = False  # the assigned partitions' states are recovered
                 watch_stored_patients()
@@ -512,11 +544,20 @@ def create_app(config: WorkerConfig, clock: Clock = _wall_clock) -> faust.App:
             drafts: list[AlertDraft] = []
             busy.clear()
             partitions: set[int] = set()
+            deferred = reread = 0
             for event in batch:
                 message = event.message
                 if not current(event, since):  # (a rebalance may begin at any await below)
                     message.incref()  # never acknowledged: read again from the committed offset
                     metrics.RECORDS_DEFERRED.inc()
+                    deferred += 1
+                    continue
+                if already_applied(message):
+                    # Never acknowledged here: the first reading's acknowledgement counts,
+                    # and it may still be queued in the merge (un-acknowledged on purpose).
+                    message.incref()
+                    metrics.RECORDS_REREAD.inc()
+                    reread += 1
                     continue
                 source = source_of.get(message.topic, "unknown")
                 consumed[(message.topic, message.partition)] = message.offset
@@ -554,6 +595,13 @@ def create_app(config: WorkerConfig, clock: Clock = _wall_clock) -> faust.App:
                     continue
                 hold(event, entry, touched)
                 drafts += found
+            if deferred or reread:
+                log.info(
+                    "rebalance: %d records of a previous assignment deferred, %d already"
+                    " applied read again (skipped)",
+                    deferred,
+                    reread,
+                )
             failed: list[tuple[Any, str, Exception]] = []
             for partition in sorted(merges):
                 drafts += release(partition, touched, failed)

@@ -37,8 +37,12 @@ EVENT_TO_ALERT_LATENCY = Histogram(
 FEATURE_SNAPSHOTS = Counter("vigil_feature_snapshots_total", "Feature snapshots published")
 RECORDS_DEFERRED = Counter(
     "vigil_records_deferred_total",
-    "Records handed over during a rebalance (of the previous assignment, or before the"
-    " states are recovered): not applied, read again from the committed offset",
+    "Records of a previous assignment handed over during a rebalance: not applied,"
+    " read again from the committed offset",
+)
+RECORDS_REREAD = Counter(
+    "vigil_records_reread_total",
+    "Records read again after recovery's seek to the committed offset, already applied: skipped",
 )
 
 # --- worker status: lag, alarms shown, liveness and readiness ------------------------

@@ -89,6 +89,13 @@ def test_sigkilled_worker_recovers_its_state_and_ends_the_alert_it_started(
             lambda: any(a.phase is AlertPhase.END for a in alerts(stack)),
             120,
             "the MAP alert to end",
+            lambda: "\n".join(
+                (
+                    stack.offsets_report("vitals"),
+                    stack.metrics_report(),
+                    stack.worker_log("worker-2"),
+                )
+            ),
         )
         after = alerts(stack)
         wait_for(

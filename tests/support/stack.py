@@ -137,6 +137,19 @@ class Stack:
         match = re.search(pattern, text, re.MULTILINE)
         return float(match.group(1)) if match else None
 
+    def metrics_report(self, prefix: str = "vigil_records_") -> str:
+        """The worker's series named ``prefix``..., for a failure message."""
+        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                text = response.read().decode()
+        except OSError as exc:
+            return f"(no metrics: {exc})"
+        wanted = ("vigil_samples_in_total", prefix)
+        return "\n".join(
+            line for line in text.splitlines() if line.startswith(wanted) and "_created" not in line
+        )
+
     def lag(self, base_topic: str) -> int | None:
         """Unprocessed records of the worker's group on a topic (None before it commits)."""
         return consumer_group_lag(self.bootstrap, self.app_id, self.registry.name(base_topic))
