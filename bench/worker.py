@@ -239,16 +239,23 @@ def histogram_quantiles(
     samples: dict[str, list[tuple[dict[str, str], float]]] | None,
     name: str,
     quantiles: Sequence[float] = (0.5, 0.95, 0.99),
+    where: dict[str, str] | None = None,
 ) -> dict[str, float | None]:
-    """Quantiles of a Prometheus histogram, interpolated within buckets as
-    ``histogram_quantile`` does (None above the highest finite bucket)."""
-    buckets = sorted(
-        (float(labels["le"]), value) for labels, value in (samples or {}).get(f"{name}_bucket", [])
-    )
+    """Quantiles of a Prometheus histogram (the series with labels ``where``),
+    interpolated within buckets as ``histogram_quantile`` does (None above the highest
+    finite bucket)."""
+    wanted = (where or {}).items()
+
+    def series(suffix: str) -> list[tuple[dict[str, str], float]]:
+        found = (samples or {}).get(f"{name}{suffix}", [])
+        return [(labels, v) for labels, v in found if wanted <= labels.items()]
+
+    buckets = sorted((float(labels["le"]), value) for labels, value in series("_bucket"))
     count = buckets[-1][1] if buckets else 0.0
+    total = sum(v for _labels, v in series("_sum"))
     found: dict[str, float | None] = {
         "count": count,
-        "mean_s": total_of(samples, f"{name}_sum") / count if count else None,
+        "mean_s": total / count if count else None,
     }
     for q in quantiles:
         rank, lower, below, value = q * count, 0.0, 0.0, None
@@ -731,6 +738,12 @@ def bench_live(
         "machine_cores_busy": busy_cores(machine_idle, machine_live),
         "latency": alert_latencies(alerts, wall_of),
         "worker_histogram": histogram_quantiles(metrics, "vigil_event_to_alert_latency_seconds"),
+        "worker_stages": {
+            stage: histogram_quantiles(
+                metrics, "vigil_worker_stage_seconds", where={"stage": stage}
+            )
+            for stage in ("to_worker", "merge_wait", "batch_to_ack")
+        },
         "dead_letters": total_of(metrics, "vigil_dead_letters_total"),
         "written": written,
         "state_snapshots_per_record": written["state_snapshots"] / max(1, deliveries.acked),
@@ -986,6 +999,14 @@ def to_markdown(results: dict[str, Any]) -> str:
         "live: worker histogram (to Kafka ack) p50/p95/p99 ms",
         [" / ".join(_histogram_ms(r["worker_histogram"], q) for q in (50, 95, 99)) for r in live],
     )
+    for stage in ("to_worker", "merge_wait", "batch_to_ack"):
+        row(
+            f"live: worker stage {stage} p50/p95/p99 ms",
+            [
+                " / ".join(_histogram_ms(r["worker_stages"][stage], q) for q in (50, 95, 99))
+                for r in live
+            ],
+        )
     row(
         "live: no-data alarms, raised - tick published p50/p99 ms",
         [

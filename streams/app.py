@@ -377,7 +377,9 @@ def create_app(config: WorkerConfig, clock: Clock = _wall_clock) -> faust.App:
             metrics.SAMPLES_LATE.labels(source).inc(state.late_samples - late_before)
         return entry, drafts
 
-    async def publish_alerts(drafts: list[AlertDraft]) -> None:
+    async def publish_alerts(drafts: list[AlertDraft], taken_at: float) -> None:
+        """Send the batch's alert events and await Kafka's acknowledgement of each
+        (``taken_at``: the batch's wall time, for the stage histogram)."""
         deliveries = []
         for draft in drafts:
             alert = draft.to_event(raised_at=clock())
@@ -395,6 +397,7 @@ def create_app(config: WorkerConfig, clock: Clock = _wall_clock) -> faust.App:
             if alert.trigger_received_at is not None:
                 latency = (clock() - alert.trigger_received_at).total_seconds()
                 metrics.EVENT_TO_ALERT_LATENCY.observe(max(0.0, latency))
+            to_ack.observe(max(0.0, time.time() - taken_at))
 
     snapshots: list[FeatureSnapshot] = []  # taken in this batch (``snapshot_closing``)
 
@@ -437,6 +440,7 @@ def create_app(config: WorkerConfig, clock: Clock = _wall_clock) -> faust.App:
         merge = merges.get(partition)
         if merge is None:
             return drafts
+        now = time.time()
         for kind, at, item in merge.release(caught_up(partition)):
             if kind == "tick":
                 schedule = schedules.get(partition)
@@ -447,7 +451,8 @@ def create_app(config: WorkerConfig, clock: Clock = _wall_clock) -> faust.App:
                         drafts += found
                         touched[patient_id] = live[patient_id]
                 continue
-            event, message = item
+            event, message, taken_at = item
+            merge_wait.observe(max(0.0, now - taken_at))
             try:
                 entry, found = apply_decoded(event, kind, message)
             except Exception as exc:  # one bad record must never stop the unit's monitoring
@@ -511,6 +516,9 @@ def create_app(config: WorkerConfig, clock: Clock = _wall_clock) -> faust.App:
             for held_event in held:
                 held_event.ack()
 
+    to_worker = metrics.WORKER_STAGE_LATENCY.labels("to_worker")
+    merge_wait = metrics.WORKER_STAGE_LATENCY.labels("merge_wait")
+    to_ack = metrics.WORKER_STAGE_LATENCY.labels("batch_to_ack")
     busy: set[str] = set()  # patients of the batch in progress (alerts not yet acknowledged)
 
     @app.timer(interval=FLUSH_EVERY_S)  # type: ignore[untyped-decorator]
@@ -537,6 +545,7 @@ def create_app(config: WorkerConfig, clock: Clock = _wall_clock) -> faust.App:
         async for batch in stream.take_events(BATCH_MAX, within=BATCH_WITHIN_S):
             since = epoch[0]
             await await_recovery(batch, since)
+            taken_at = time.time()
             if rebalanced[0] and any(current(event, since) for event in batch):
                 rebalanced[0] = False  # the assigned partitions' states are recovered
                 watch_stored_patients()
@@ -573,7 +582,11 @@ def create_app(config: WorkerConfig, clock: Clock = _wall_clock) -> faust.App:
                             )
                         # un-acknowledged while queued: a crash then re-reads it, not loses it
                         message.incref()
-                        merge.add(source, payload.observed_at.timestamp(), (event, payload))
+                        merge.add(
+                            source, payload.observed_at.timestamp(), (event, payload, taken_at)
+                        )
+                        if source == "vitals":
+                            to_worker.observe(taken_at - payload.received_at.timestamp())
                         partitions.add(message.partition)
                         continue
                     entry, found = apply_decoded(event, source, payload)
@@ -612,7 +625,7 @@ def create_app(config: WorkerConfig, clock: Clock = _wall_clock) -> faust.App:
                 bad_event.ack()  # the merge queue's reference
             # Alerts first, acknowledged by Kafka, then the state that remembers them: a
             # crash in between re-emits the alert (same event id) instead of losing it.
-            await publish_alerts(drafts)
+            await publish_alerts(drafts, taken_at)
             await publish_features()
             if since == epoch[0]:  # else its partitions were revoked: they are read again
                 save(touched, {d.context.patient_id for d in drafts})

@@ -34,6 +34,15 @@ EVENT_TO_ALERT_LATENCY = Histogram(
     "Wall time from the triggering sample's received_at to Kafka acknowledging its alert",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
 )
+WORKER_STAGE_LATENCY = Histogram(
+    "vigil_worker_stage_seconds",
+    "Wall time of a record's stages in the worker: 'to_worker' from a vital sign's"
+    " received_at to its batch being taken; 'merge_wait' from its batch being taken to"
+    " its release by the event-time merge; 'batch_to_ack' from the triggering batch"
+    " being taken to Kafka acknowledging its alert",
+    ["stage"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.5, 5.0, 10.0, 30.0),
+)
 FEATURE_SNAPSHOTS = Counter("vigil_feature_snapshots_total", "Feature snapshots published")
 RECORDS_DEFERRED = Counter(
     "vigil_records_deferred_total",
