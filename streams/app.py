@@ -93,6 +93,33 @@ def state_key(patient_id: str) -> bytes:
     return patient_id.encode()
 
 
+def state_write_due(
+    clock: float | None,
+    saved_clock: float | None,
+    dirty_batches: int,
+    *,
+    alerted: bool = False,
+    force: bool = False,
+) -> bool:
+    """Whether a patient's state is written after a batch that touched it.
+
+    Written when forced (input quiet), when it alerted (the state remembers the alert),
+    when never written, when its event time moved ``SNAPSHOT_EVERY_S`` since the last
+    write, or after ``SNAPSHOT_AFTER_BATCHES`` batches (a clock standing still).
+
+    >>> state_write_due(105.0, 100.0, 1), state_write_due(110.0, 100.0, 1)
+    (False, True)
+    >>> state_write_due(100.0, 100.0, SNAPSHOT_AFTER_BATCHES), state_write_due(1.0, None, 1)
+    (True, True)
+    """
+    moved = (
+        clock is not None and saved_clock is not None and clock - saved_clock >= SNAPSHOT_EVERY_S
+    )
+    return (
+        force or alerted or moved or saved_clock is None or dirty_batches >= SNAPSHOT_AFTER_BATCHES
+    )
+
+
 def _wall_clock() -> datetime:
     return datetime.now(UTC)
 
@@ -191,20 +218,21 @@ def create_app(config: WorkerConfig, clock: Clock = _wall_clock) -> faust.App:
     metrics.watch_worker(app, lambda: [entry.state for entry in live.values()], config.rules)
 
     consumed: dict[tuple[str, int], int] = {}  # (topic, partition) -> last offset taken
-    rebalanced = [False]  # set on (re)assignment: re-watch the stored patients
-    epoch = [0]  # one more on every revoke and assignment (see ``current``)
+    rebalanced = False  # set on (re)assignment: re-watch the stored patients
+    epoch = 0  # one more on every revoke and assignment (see ``current``)
 
     async def _drop_live(_sender: Any, /, *_args: Any, signal: Any, **_kwargs: Any) -> None:
         # A partition may have moved: forget held records (the next owner re-reads them
         # from the committed offset, and so does this worker: faust seeks every assigned
         # partition back to it), and how far each topic was read.
-        epoch[0] += 1
+        nonlocal epoch, rebalanced
+        epoch += 1
         live.clear()
         merges.clear()
         schedules.clear()
         resume.clear()
         consumed.clear()
-        rebalanced[0] = True
+        rebalanced = True
 
     def current(event: Any, since: int) -> bool:
         """Whether a record may be applied, in a batch begun at ``epoch`` ``since``.
@@ -217,7 +245,7 @@ def create_app(config: WorkerConfig, clock: Clock = _wall_clock) -> faust.App:
         waits for them instead: ``await_recovery``.)
         """
         return (
-            since == epoch[0]
+            since == epoch
             and app.tables.actives_ready
             and event.message.generation_id == app.consumer_generation_id
         )
@@ -236,7 +264,7 @@ def create_app(config: WorkerConfig, clock: Clock = _wall_clock) -> faust.App:
         began = time.monotonic()
         while (
             not app.tables.actives_ready
-            and since == epoch[0]
+            and since == epoch
             and any(e.message.generation_id == app.consumer_generation_id for e in batch)
         ):
             await asyncio.sleep(RECOVERY_POLL_S)
@@ -252,6 +280,13 @@ def create_app(config: WorkerConfig, clock: Clock = _wall_clock) -> faust.App:
         after faust's seek back to the committed offset; see ``await_recovery``)."""
         taken = consumed.get((message.topic, message.partition))
         return taken is not None and message.offset <= taken
+
+    def schedule_of(partition: int) -> TickSchedule:
+        """The partition's "no data" tick schedule, created on first use."""
+        schedule = schedules.get(partition)
+        if schedule is None:
+            schedule = schedules[partition] = TickSchedule()
+        return schedule
 
     def watch_stored_patients() -> None:
         """After a rebalance, every stored patient of the assigned partitions is watched
@@ -271,10 +306,7 @@ def create_app(config: WorkerConfig, clock: Clock = _wall_clock) -> faust.App:
                 continue
             partition = partition_of(patient_id, topics.partitions)
             live[patient_id] = _Live(state, partition, saved_clock=state.clock)
-            schedule = schedules.get(partition)
-            if schedule is None:
-                schedule = schedules[partition] = TickSchedule()
-            schedule.schedule(patient_id, state.clock)
+            schedule_of(partition).schedule(patient_id, state.clock)
             mark = state.resume_tick()
             if mark is not None:
                 resume[partition] = min(resume.get(partition, mark), mark)
@@ -369,10 +401,7 @@ def create_app(config: WorkerConfig, clock: Clock = _wall_clock) -> faust.App:
             drafts = state.apply_observations(source, payload, config.rules)
         state.remember(position, event.message.offset)
         if state.clock is not None:  # re-checked on the next tick (``tick_due``)
-            schedule = schedules.get(entry.partition)
-            if schedule is None:
-                schedule = schedules[entry.partition] = TickSchedule()
-            schedule.schedule(state.patient_id, state.clock)
+            schedule_of(entry.partition).schedule(state.patient_id, state.clock)
         if state.late_samples != late_before:
             metrics.SAMPLES_LATE.labels(source).inc(state.late_samples - late_before)
         return entry, drafts
@@ -484,17 +513,12 @@ def create_app(config: WorkerConfig, clock: Clock = _wall_clock) -> faust.App:
                 continue  # revoked while this batch ran: the new owner re-reads its records
             state = entry.state
             entry.dirty_batches += 1
-            moved = (
-                state.clock is not None
-                and entry.saved_clock is not None
-                and state.clock - entry.saved_clock >= SNAPSHOT_EVERY_S
-            )
-            if not (
-                force
-                or patient_id in alerted
-                or moved
-                or entry.saved_clock is None
-                or entry.dirty_batches >= SNAPSHOT_AFTER_BATCHES
+            if not state_write_due(
+                state.clock,
+                entry.saved_clock,
+                entry.dirty_batches,
+                alerted=patient_id in alerted,
+                force=force,
             ):
                 continue
             # faust's RocksDB store files the key under the *current event's* partition;
@@ -542,12 +566,13 @@ def create_app(config: WorkerConfig, clock: Clock = _wall_clock) -> faust.App:
 
     @app.agent(inputs, name="patients")
     async def process(stream: Any) -> None:
+        nonlocal rebalanced
         async for batch in stream.take_events(BATCH_MAX, within=BATCH_WITHIN_S):
-            since = epoch[0]
+            since = epoch
             await await_recovery(batch, since)
             taken_at = time.time()
-            if rebalanced[0] and any(current(event, since) for event in batch):
-                rebalanced[0] = False  # the assigned partitions' states are recovered
+            if rebalanced and any(current(event, since) for event in batch):
+                rebalanced = False  # the assigned partitions' states are recovered
                 watch_stored_patients()
             touched: dict[str, _Live] = {}
             drafts: list[AlertDraft] = []
@@ -627,7 +652,7 @@ def create_app(config: WorkerConfig, clock: Clock = _wall_clock) -> faust.App:
             # crash in between re-emits the alert (same event id) instead of losing it.
             await publish_alerts(drafts, taken_at)
             await publish_features()
-            if since == epoch[0]:  # else its partitions were revoked: they are read again
+            if since == epoch:  # else its partitions were revoked: they are read again
                 save(touched, {d.context.patient_id for d in drafts})
             busy.clear()
             await asyncio.sleep(0)

@@ -253,6 +253,10 @@ def panels() -> list[dict[str, Any]]:
                     f"sum(rate(vigil_records_deferred_total{{{W}}}{RATE}))",
                     "deferred across a rebalance (read again)",
                 ),
+                (
+                    f"sum(rate(vigil_records_reread_total{{{W}}}{RATE}))",
+                    "read again after recovery, already applied (skipped)",
+                ),
             ],
             x=12,
             unit="cps",
@@ -344,6 +348,19 @@ def panels() -> list[dict[str, Any]]:
             quantiles("vigil_event_to_alert_latency_seconds", W),
             x=16,
             w=8,
+            unit="s",
+        ),
+    ]
+    advance(8)
+    out += [
+        series(
+            "Where the latency goes: worker stages p50 / p95 / p99",
+            "vigil_worker_stage_seconds: to_worker (a vital sign's received_at to its batch"
+            " taken: fetch and queueing), merge_wait (held by the event-time merge),"
+            " batch_to_ack (batch taken to Kafka's ack of an alert it raised).",
+            quantiles("vigil_worker_stage_seconds", W, by="stage"),
+            x=0,
+            w=24,
             unit="s",
         ),
     ]

@@ -33,11 +33,10 @@ from services.sim.bed import SimulatedBed
 from services.sim.scenarios import Equipment, Scenario, equipment_of
 from streams.alarm import AlertDraft
 from streams.app import (
-    SNAPSHOT_AFTER_BATCHES,
-    SNAPSHOT_EVERY_S,
     WorkerConfig,
     create_app,
     state_key,
+    state_write_due,
 )
 from streams.merge import TICK_EVERY_S, PartitionMerge, TickSchedule
 from streams.offline import OfflinePipeline, partition_of
@@ -222,17 +221,12 @@ class _Worker:
         for patient_id, entry in touched.items():
             state = entry.state
             entry.dirty_batches += 1
-            moved = (
-                state.clock is not None
-                and entry.saved_clock is not None
-                and state.clock - entry.saved_clock >= SNAPSHOT_EVERY_S
-            )
-            if not (
-                force
-                or patient_id in alerted
-                or moved
-                or entry.saved_clock is None
-                or entry.dirty_batches >= SNAPSHOT_AFTER_BATCHES
+            if not state_write_due(
+                state.clock,
+                entry.saved_clock,
+                entry.dirty_batches,
+                alerted=patient_id in alerted,
+                force=force,
             ):
                 continue
             if not entry.read:
