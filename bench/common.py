@@ -8,12 +8,14 @@ import os
 import platform
 import shutil
 import signal
+import subprocess
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from services.kafka_local import LocalKafka, LocalKafkaConfig, free_ports
 
@@ -26,6 +28,32 @@ def machine() -> dict[str, object]:
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
         f"Python {platform.python_version()}",
+    }
+
+
+def git_commit() -> str | None:
+    """The checkout's short commit hash, None outside a git checkout."""
+    try:
+        done = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return done.stdout.strip()
+
+
+def results_header(**fields: object) -> dict[str, Any]:
+    """The first entries of a benchmark's results: machine(), the commit, ``fields`` in
+    their order, then the load average at start."""
+    return {
+        **machine(),
+        "commit": git_commit(),
+        **fields,
+        "load_average_at_start": load_average(),
     }
 
 

@@ -52,7 +52,7 @@ from bench.common import (  # noqa: E402
     add_output_args,
     broker,
     load_average,
-    machine,
+    results_header,
     stamp,
     stop_cleanly_on_signals,
     write_results,
@@ -70,7 +70,6 @@ from bench.worker import (  # noqa: E402
     consumed,
     device_periods,
     fast_plan,
-    git_commit,
     new_stack,
     raw_consume_rate,
     rss_bytes,
@@ -408,11 +407,7 @@ def main() -> None:
     stop_cleanly_on_signals()
     os.environ.setdefault("VIGIL_LOG_LEVEL", "WARNING")
     keep = min(args.worker_beds, args.beds)
-    results: dict[str, Any] = {
-        **machine(),
-        "commit": git_commit(),
-        "load_average_at_start": load_average(),
-    }
+    results = results_header()
     print(f"in-process: {args.beds} beds x {args.hours} h simulated ...", flush=True)
     results["in_process"], records = in_process(args.beds, args.hours, keep)
     heap = [(h["hour"], h["heap_kb_per_bed"]) for h in results["in_process"]["per_hour"]]

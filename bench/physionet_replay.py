@@ -37,7 +37,7 @@ from bench.common import (  # noqa: E402
     add_output_args,
     broker,
     load_average,
-    machine,
+    results_header,
     stamp,
     stop_cleanly_on_signals,
     write_results,
@@ -49,7 +49,6 @@ from bench.worker import (  # noqa: E402
     busy_cores,
     consumed,
     cpu_seconds,
-    git_commit,
     log_warnings,
     machine_cpu,
     new_stack,
@@ -244,13 +243,10 @@ def main() -> None:
     args = parser.parse_args()
     stop_cleanly_on_signals()
     os.environ.setdefault("VIGIL_LOG_LEVEL", "WARNING")
-    results: dict[str, Any] = {
-        **machine(),
-        "commit": git_commit(),
-        "source": args.source.name,
-        "subset": f"first {args.patients} patients" if args.patients else "every patient",
-        "load_average_at_start": load_average(),
-    }
+    results = results_header(
+        source=args.source.name,
+        subset=f"first {args.patients} patients" if args.patients else "every patient",
+    )
     print(f"dry run ({results['subset']}) ...", flush=True)
     results["dry_run"] = dry_run_rate(args.source, args.patients)
     print(f"  {results['dry_run']['records_per_s']:,.0f} records/s", flush=True)

@@ -44,7 +44,7 @@ from bench.common import (  # noqa: E402
     add_output_args,
     broker,
     load_average,
-    machine,
+    results_header,
     stamp,
     stop_cleanly_on_signals,
     write_results,
@@ -62,7 +62,6 @@ from bench.worker import (  # noqa: E402
     consumed,
     cpu_seconds,
     generate_load,
-    git_commit,
     log_warnings,
     machine_cpu,
     new_stack,
@@ -444,11 +443,7 @@ def main() -> None:
     args = parser.parse_args()
     stop_cleanly_on_signals()
     os.environ.setdefault("VIGIL_LOG_LEVEL", "WARNING")
-    results: dict[str, Any] = {
-        **machine(),
-        "commit": git_commit(),
-        "load_average_at_start": load_average(),
-    }
+    results = results_header()
     print(f"generating {args.beds} beds x {args.seconds} s ...", flush=True)
     rows = generate_load(args.beds, args.seconds)
     print("offline pipeline on the same records ...", flush=True)

@@ -63,7 +63,7 @@ from bench.common import (  # noqa: E402
     add_output_args,
     broker,
     load_average,
-    machine,
+    results_header,
     stamp,
     stop_cleanly_on_signals,
     write_results,
@@ -819,9 +819,7 @@ def main() -> None:
     beds = sorted(set(args.beds))
     seconds = max(args.drain_seconds, args.live_seconds, args.probe_seconds)
     results: dict[str, Any] = {
-        **machine(),
-        "commit": git_commit(),
-        "load_average_at_start": load_average(),
+        **results_header(),
         "load": f"per bed: vitals 1 Hz, NIRS {NIRS_EVERY_S} s, CRRT {CRRT_EVERY_S} s, plus "
         "simulated labs/charting; scenarios: bench/worker.py fast_plan",
         "drain_seconds": args.drain_seconds,
@@ -885,20 +883,6 @@ def main() -> None:
     markdown = to_markdown(results)
     print(markdown)
     write_results(args.out, f"worker-{args.stamp or stamp()}", results, markdown)
-
-
-def git_commit() -> str | None:
-    try:
-        done = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-    except (OSError, subprocess.CalledProcessError):
-        return None
-    return done.stdout.strip()
 
 
 def summary(figures: dict[str, Any]) -> str:
