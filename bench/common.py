@@ -113,6 +113,25 @@ def add_output_args(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def parse_args(parser: argparse.ArgumentParser) -> argparse.Namespace:
+    """A benchmark's start: --out and --stamp added, the command line parsed, clean stops
+    on signals, and the workers it starts log at WARNING unless VIGIL_LOG_LEVEL is set."""
+    add_output_args(parser)
+    args = parser.parse_args()
+    stop_cleanly_on_signals()
+    os.environ.setdefault("VIGIL_LOG_LEVEL", "WARNING")  # the worker's, via Stack.env
+    return args
+
+
+def report_results(
+    args: argparse.Namespace, name: str, results: dict[str, Any], markdown: str
+) -> None:
+    """Print ``markdown``; write both to <args.out>/<name>-<stamp>.json and .md, the stamp
+    being --stamp or else now."""
+    print(markdown)
+    write_results(args.out, f"{name}-{args.stamp or stamp()}", results, markdown)
+
+
 def stop_cleanly_on_signals() -> None:
     """SIGTERM and SIGINT raise in the main thread, so that every ``finally`` runs: the
     workers and the broker a benchmark started are stopped, its scratch dir removed

@@ -48,15 +48,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.common import (  # noqa: E402
-    add_output_args,
-    broker,
-    load_average,
-    results_header,
-    stamp,
-    stop_cleanly_on_signals,
-    write_results,
-)
+from bench.common import broker, load_average, parse_args, report_results, results_header  # noqa: E402
 from bench.worker import (  # noqa: E402
     CRRT_EVERY_S,
     NIRS_EVERY_S,
@@ -402,10 +394,7 @@ def main() -> None:
     )
     parser.add_argument("--plateau-hours", type=float, default=6)
     parser.add_argument("--timeout", type=float, default=1800)
-    add_output_args(parser)
-    args = parser.parse_args()
-    stop_cleanly_on_signals()
-    os.environ.setdefault("VIGIL_LOG_LEVEL", "WARNING")
+    args = parse_args(parser)
     keep = min(args.worker_beds, args.beds)
     results = results_header()
     print(f"in-process: {args.beds} beds x {args.hours} h simulated ...", flush=True)
@@ -425,8 +414,7 @@ def main() -> None:
         results["worker_rss_growth_mb_per_h"] = plateau(rss, args.plateau_hours)
     results["load_average_at_end"] = load_average()
     markdown = to_markdown(results, args.plateau_hours)
-    print(markdown)
-    write_results(args.out, f"memory_24h-{args.stamp or stamp()}", results, markdown)
+    report_results(args, "memory_24h", results, markdown)
 
 
 if __name__ == "__main__":

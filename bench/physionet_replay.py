@@ -21,7 +21,6 @@ Writes bench/results/physionet_replay-<stamp>.json and .md. Figures, not asserts
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import subprocess
 import sys
@@ -33,15 +32,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.common import (  # noqa: E402
-    add_output_args,
-    broker,
-    load_average,
-    results_header,
-    stamp,
-    stop_cleanly_on_signals,
-    write_results,
-)
+from bench.common import broker, load_average, parse_args, report_results, results_header  # noqa: E402
 from bench.worker import (  # noqa: E402
     LagProbe,
     _fmt,
@@ -239,10 +230,7 @@ def main() -> None:
         "--patients", type=int, default=None, help="first N patients (default: all of set A)"
     )
     parser.add_argument("--timeout", type=float, default=3600)
-    add_output_args(parser)
-    args = parser.parse_args()
-    stop_cleanly_on_signals()
-    os.environ.setdefault("VIGIL_LOG_LEVEL", "WARNING")
+    args = parse_args(parser)
     results = results_header(
         source=args.source.name,
         subset=f"first {args.patients} patients" if args.patients else "every patient",
@@ -257,8 +245,7 @@ def main() -> None:
         )
     results["load_average_at_end"] = load_average()
     markdown = to_markdown(results)
-    print(markdown)
-    write_results(args.out, f"physionet_replay-{args.stamp or stamp()}", results, markdown)
+    report_results(args, "physionet_replay", results, markdown)
 
 
 if __name__ == "__main__":

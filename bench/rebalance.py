@@ -28,7 +28,6 @@ Writes bench/results/rebalance-<stamp>.json and .md. Figures, not asserts.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import threading
 import time
@@ -40,15 +39,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.common import (  # noqa: E402
-    add_output_args,
-    broker,
-    load_average,
-    results_header,
-    stamp,
-    stop_cleanly_on_signals,
-    write_results,
-)
+from bench.common import broker, load_average, parse_args, report_results, results_header  # noqa: E402
 from bench.worker import (  # noqa: E402
     RAW_TOPICS,
     SENTINEL_JSON,
@@ -439,10 +430,7 @@ def main() -> None:
         default=60,
         help="end the run when nothing was consumed or committed for this long",
     )
-    add_output_args(parser)
-    args = parser.parse_args()
-    stop_cleanly_on_signals()
-    os.environ.setdefault("VIGIL_LOG_LEVEL", "WARNING")
+    args = parse_args(parser)
     results = results_header()
     print(f"generating {args.beds} beds x {args.seconds} s ...", flush=True)
     rows = generate_load(args.beds, args.seconds)
@@ -472,8 +460,7 @@ def main() -> None:
         )
     results["load_average_at_end"] = load_average()
     markdown = to_markdown(results)
-    print(markdown)
-    write_results(args.out, f"rebalance-{args.stamp or stamp()}", results, markdown)
+    report_results(args, "rebalance", results, markdown)
 
 
 if __name__ == "__main__":

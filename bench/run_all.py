@@ -39,10 +39,10 @@ sys.path.insert(0, str(ROOT))
 from bench.common import (  # noqa: E402
     broker,
     load_average,
+    report_results,
     results_header,
     stamp,
     stop_cleanly_on_signals,
-    write_results,
 )
 from bench.worker import _fmt  # noqa: E402
 
@@ -371,8 +371,7 @@ def main() -> None:
     summary["benchmarks"] = {
         name: {k: v for k, v in run.items() if k != "results"} for name, run in runs.items()
     }
-    print(markdown)
-    write_results(args.out, f"summary-{args.stamp}", summary, markdown)
+    report_results(args, "summary", summary, markdown)
     if any(run["exit_code"] for run in runs.values()):
         sys.exit(1)
 

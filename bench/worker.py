@@ -59,15 +59,7 @@ from prometheus_client.parser import text_string_to_metric_families
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.common import (  # noqa: E402
-    add_output_args,
-    broker,
-    load_average,
-    results_header,
-    stamp,
-    stop_cleanly_on_signals,
-    write_results,
-)
+from bench.common import broker, load_average, parse_args, report_results, results_header  # noqa: E402
 from schemas.alerts import AlertEvent  # noqa: E402
 from services.kafka_io import reliable_producer  # noqa: E402
 from services.sim.bed import SimulatedBed  # noqa: E402
@@ -811,10 +803,7 @@ def main() -> None:
     )
     parser.add_argument("--warmup-seconds", type=float, default=5)
     parser.add_argument("--drain-timeout", type=float, default=600)
-    add_output_args(parser)
-    args = parser.parse_args()
-    stop_cleanly_on_signals()
-    os.environ.setdefault("VIGIL_LOG_LEVEL", "WARNING")  # the worker's, via Stack.env
+    args = parse_args(parser)
 
     beds = sorted(set(args.beds))
     seconds = max(args.drain_seconds, args.live_seconds, args.probe_seconds)
@@ -881,8 +870,7 @@ def main() -> None:
     results["highest_beds_kept_up"] = max(kept, default=None)
     results["lowest_beds_not_kept_up"] = min(failed, default=None)
     markdown = to_markdown(results)
-    print(markdown)
-    write_results(args.out, f"worker-{args.stamp or stamp()}", results, markdown)
+    report_results(args, "worker", results, markdown)
 
 
 def summary(figures: dict[str, Any]) -> str:
