@@ -10,12 +10,15 @@ import shutil
 import signal
 import subprocess
 import tempfile
-from collections.abc import Iterator
+import time
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from kafka import KafkaConsumer, TopicPartition
 
 from services.kafka_local import LocalKafka, LocalKafkaConfig, free_ports
 
@@ -103,6 +106,37 @@ def load_average() -> tuple[float, float, float]:
     """The host's 1/5/15-min load average (other users of a shared machine included)."""
     one, five, fifteen = os.getloadavg()
     return (round(one, 2), round(five, 2), round(fifteen, 2))
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident memory of a process (VmRSS), 0 when it has none."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def raw_consume_rate(
+    bootstrap: str, topics: Sequence[str], partitions: int, expected: int
+) -> float:
+    """kafka-python reading every partition of ``topics`` from the start: records/s."""
+    consumer = KafkaConsumer(
+        bootstrap_servers=bootstrap,
+        enable_auto_commit=False,
+        max_poll_records=5000,
+        fetch_max_bytes=64 * 1024 * 1024,
+    )
+    tps = [TopicPartition(t, p) for t in topics for p in range(partitions)]
+    consumer.assign(tps)
+    consumer.seek_to_beginning(*tps)
+    seen = 0
+    began = time.perf_counter()
+    while seen < expected and time.perf_counter() - began < 300:
+        for records in consumer.poll(timeout_ms=500).values():
+            seen += len(records)
+    elapsed = time.perf_counter() - began
+    consumer.close()
+    return seen / elapsed
 
 
 def add_output_args(parser: argparse.ArgumentParser) -> None:

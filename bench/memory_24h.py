@@ -48,7 +48,15 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.common import broker, load_average, parse_args, report_results, results_header  # noqa: E402
+from bench.common import (  # noqa: E402
+    broker,
+    load_average,
+    parse_args,
+    raw_consume_rate,
+    report_results,
+    results_header,
+    rss_bytes,
+)
 from bench.worker import (  # noqa: E402
     CRRT_EVERY_S,
     NIRS_EVERY_S,
@@ -63,8 +71,6 @@ from bench.worker import (  # noqa: E402
     device_periods,
     fast_plan,
     new_stack,
-    raw_consume_rate,
-    rss_bytes,
     worker_died,
 )
 from services.kafka_io import reliable_producer  # noqa: E402

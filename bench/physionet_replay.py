@@ -32,7 +32,15 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.common import broker, load_average, parse_args, report_results, results_header  # noqa: E402
+from bench.common import (  # noqa: E402
+    broker,
+    load_average,
+    parse_args,
+    raw_consume_rate,
+    report_results,
+    results_header,
+    rss_bytes,
+)
 from bench.worker import (  # noqa: E402
     LagProbe,
     _fmt,
@@ -44,8 +52,6 @@ from bench.worker import (  # noqa: E402
     machine_cpu,
     new_stack,
     outputs,
-    raw_consume_rate,
-    rss_bytes,
     scrape,
     topic_records,
     total_of,

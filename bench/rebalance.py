@@ -39,7 +39,15 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.common import broker, load_average, parse_args, report_results, results_header  # noqa: E402
+from bench.common import (  # noqa: E402
+    broker,
+    load_average,
+    parse_args,
+    raw_consume_rate,
+    report_results,
+    results_header,
+    rss_bytes,
+)
 from bench.worker import (  # noqa: E402
     RAW_TOPICS,
     SENTINEL_JSON,
@@ -57,9 +65,7 @@ from bench.worker import (  # noqa: E402
     machine_cpu,
     new_stack,
     publish,
-    raw_consume_rate,
     read_alerts,
-    rss_bytes,
 )
 from schemas.alerts import AlertEvent  # noqa: E402
 from schemas.context import ContextEvent  # noqa: E402

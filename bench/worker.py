@@ -59,7 +59,15 @@ from prometheus_client.parser import text_string_to_metric_families
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.common import broker, load_average, parse_args, report_results, results_header  # noqa: E402
+from bench.common import (  # noqa: E402
+    broker,
+    load_average,
+    parse_args,
+    raw_consume_rate,
+    report_results,
+    results_header,
+    rss_bytes,
+)
 from schemas.alerts import AlertEvent  # noqa: E402
 from services.kafka_io import reliable_producer  # noqa: E402
 from services.sim.bed import SimulatedBed  # noqa: E402
@@ -175,13 +183,6 @@ def stamp_now() -> tuple[datetime, bytes]:
 
 
 # --- observing the worker -------------------------------------------------------------
-
-
-def rss_bytes(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    return 0
 
 
 def cpu_seconds(pid: int) -> float:
@@ -301,29 +302,6 @@ class LagProbe:
     def close(self) -> None:
         self.consumer.close()
         self.admin.close()
-
-
-def raw_consume_rate(
-    bootstrap: str, topics: Sequence[str], partitions: int, expected: int
-) -> float:
-    """kafka-python reading every partition of ``topics`` from the start: records/s."""
-    consumer = KafkaConsumer(
-        bootstrap_servers=bootstrap,
-        enable_auto_commit=False,
-        max_poll_records=5000,
-        fetch_max_bytes=64 * 1024 * 1024,
-    )
-    tps = [TopicPartition(t, p) for t in topics for p in range(partitions)]
-    consumer.assign(tps)
-    consumer.seek_to_beginning(*tps)
-    seen = 0
-    began = time.perf_counter()
-    while seen < expected and time.perf_counter() - began < 300:
-        for records in consumer.poll(timeout_ms=500).values():
-            seen += len(records)
-    elapsed = time.perf_counter() - began
-    consumer.close()
-    return seen / elapsed
 
 
 def new_stack(bootstrap: str, workdir: Path, tag: str) -> Stack:
