@@ -52,7 +52,6 @@ from bench.worker import (  # noqa: E402
     RAW_TOPICS,
     SENTINEL_JSON,
     START,
-    Deliveries,
     LagProbe,
     Row,
     _fmt,
@@ -64,14 +63,13 @@ from bench.worker import (  # noqa: E402
     log_warnings,
     machine_cpu,
     new_stack,
-    publish,
+    publish_rows,
     read_alerts,
 )
 from schemas.alerts import AlertEvent  # noqa: E402
 from schemas.context import ContextEvent  # noqa: E402
 from schemas.observations import CrrtStatus, LabResults, NirsSample, VitalSigns  # noqa: E402
 from services import procs  # noqa: E402
-from services.kafka_io import reliable_producer  # noqa: E402
 from streams.offline import OfflinePipeline  # noqa: E402
 from streams.rules import load_rules  # noqa: E402
 from tests.support.stack import Stack  # noqa: E402
@@ -165,16 +163,7 @@ def bench_rebalance(
     second = Stack(bootstrap, stack.workdir / "b", stack.prefix, app_id=stack.app_id)
     second.workdir.mkdir(parents=True, exist_ok=True)
     total = sum(map(len, rows))
-    producer = reliable_producer(bootstrap, client_id="bench-rebalance")
-    deliveries = Deliveries()
-    try:
-        began = time.perf_counter()
-        for row in rows:
-            publish(producer, stack, row, deliveries)
-        producer.flush()
-        publish_rate = total / (time.perf_counter() - began)
-    finally:
-        producer.close()
+    publish_rate, deliveries = publish_rows(bootstrap, stack, rows, client_id="bench-rebalance")
     if deliveries.failed:
         raise RuntimeError(f"{deliveries.failed} records not acknowledged")
     names = [stack.registry.name(t) for t in RAW_TOPICS]

@@ -339,6 +339,25 @@ def publish(producer: Any, stack: Stack, row: Row, deliveries: Deliveries) -> da
     return now
 
 
+def publish_rows(
+    bootstrap: str, stack: Stack, rows: list[Row], client_id: str
+) -> tuple[float, Deliveries]:
+    """Publish ``rows`` at full speed (see ``publish``) and flush: records/s, and what
+    Kafka acknowledged or refused."""
+    total = sum(map(len, rows))
+    producer = reliable_producer(bootstrap, client_id=client_id)
+    deliveries = Deliveries()
+    try:
+        began = time.perf_counter()
+        for row in rows:
+            publish(producer, stack, row, deliveries)
+        producer.flush()
+        publish_rate = total / (time.perf_counter() - began)
+    finally:
+        producer.close()
+    return publish_rate, deliveries
+
+
 def topic_records(bootstrap: str, topics: Sequence[str]) -> dict[str, int]:
     """Records on each topic (sum of end offsets; every partition the topic has)."""
     consumer = KafkaConsumer(bootstrap_servers=bootstrap, client_id="bench-count")
@@ -415,16 +434,7 @@ def bench_drain(
 ) -> dict[str, Any]:
     stack = new_stack(bootstrap, workdir, f"drain{beds}")
     total = sum(map(len, rows))
-    producer = reliable_producer(bootstrap, client_id="bench-worker")
-    deliveries = Deliveries()
-    try:
-        began = time.perf_counter()
-        for row in rows:
-            publish(producer, stack, row, deliveries)
-        producer.flush()
-        publish_rate = total / (time.perf_counter() - began)
-    finally:
-        producer.close()
+    publish_rate, deliveries = publish_rows(bootstrap, stack, rows, client_id="bench-worker")
     if deliveries.failed:
         raise RuntimeError(
             f"{deliveries.failed} records not acknowledged: {deliveries.first_error}"
