@@ -71,6 +71,7 @@ from bench.worker import (  # noqa: E402
     device_periods,
     fast_plan,
     new_stack,
+    start_ready_worker,
     worker_died,
 )
 from services.kafka_io import reliable_producer  # noqa: E402
@@ -234,14 +235,7 @@ def through_worker(
     samples: list[dict[str, Any]] = []
     stop = threading.Event()
     try:
-        proc = stack.start_worker()
-        deadline = time.monotonic() + 120
-        while not (consumed(stack.metrics_port) is not None and probe.stable()):
-            if proc.poll() is not None:
-                raise worker_died(stack, proc)
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"worker not ready:\n{stack.worker_log()}")
-            time.sleep(0.5)
+        proc = start_ready_worker(stack, probe)
         time.sleep(3)
         rss_idle = rss_bytes(proc.pid)
 

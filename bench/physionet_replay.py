@@ -53,6 +53,7 @@ from bench.worker import (  # noqa: E402
     new_stack,
     outputs,
     scrape,
+    start_ready_worker,
     topic_records,
     total_of,
     worker_died,
@@ -89,14 +90,7 @@ def bench_replay(
     stop = threading.Event()
     replay_log = stack.workdir / "replay.log"
     try:
-        proc = stack.start_worker()
-        deadline = time.monotonic() + 120
-        while not (scrape(stack.metrics_port) is not None and probe.stable()):
-            if proc.poll() is not None:
-                raise worker_died(stack, proc)
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"worker not ready after 120 s:\n{stack.worker_log()}")
-            time.sleep(0.5)
+        proc = start_ready_worker(stack, probe)
         time.sleep(2)
         rss_idle = rss_bytes(proc.pid)
         began = time.monotonic()

@@ -413,6 +413,20 @@ def worker_died(stack: Stack, proc: subprocess.Popen[bytes]) -> RuntimeError:
     return RuntimeError(f"worker exited {proc.returncode}:\n{stack.worker_log()}")
 
 
+def start_ready_worker(stack: Stack, probe: LagProbe) -> subprocess.Popen[bytes]:
+    """Start the stack's worker and wait (120 s at most) until it serves its metrics and
+    its consumer group is Stable."""
+    proc = stack.start_worker()
+    deadline = time.monotonic() + 120
+    while not (scrape(stack.metrics_port) is not None and probe.stable()):
+        if proc.poll() is not None:
+            raise worker_died(stack, proc)
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"worker not ready after 120 s:\n{stack.worker_log()}")
+        time.sleep(0.5)
+    return proc
+
+
 def percentiles(values: Sequence[float], scale: float = 1000.0) -> dict[str, float | None]:
     """p50/p95/p99/max of seconds, in ms."""
     if not values:
@@ -636,14 +650,7 @@ def bench_live(
     thread: threading.Thread | None = None
     per_second = sum(map(len, rows)) / len(rows)
     try:
-        proc = stack.start_worker()
-        deadline = time.monotonic() + 120
-        while not (scrape(stack.metrics_port) is not None and probe.stable()):
-            if proc.poll() is not None:
-                raise worker_died(stack, proc)
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"worker not ready after 120 s:\n{stack.worker_log()}")
-            time.sleep(0.5)
+        proc = start_ready_worker(stack, probe)
         time.sleep(warmup_s)
         rss_idle = rss_bytes(proc.pid)
         cpu_idle, machine_idle = cpu_seconds(proc.pid), machine_cpu()
