@@ -49,13 +49,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.common import (  # noqa: E402
-    add_output_args,
     broker,
     load_average,
-    machine,
-    stamp,
-    stop_cleanly_on_signals,
-    write_results,
+    parse_args,
+    raw_consume_rate,
+    report_results,
+    results_header,
+    rss_bytes,
 )
 from bench.worker import (  # noqa: E402
     CRRT_EVERY_S,
@@ -70,10 +70,8 @@ from bench.worker import (  # noqa: E402
     consumed,
     device_periods,
     fast_plan,
-    git_commit,
     new_stack,
-    raw_consume_rate,
-    rss_bytes,
+    start_ready_worker,
     worker_died,
 )
 from services.kafka_io import reliable_producer  # noqa: E402
@@ -237,14 +235,7 @@ def through_worker(
     samples: list[dict[str, Any]] = []
     stop = threading.Event()
     try:
-        proc = stack.start_worker()
-        deadline = time.monotonic() + 120
-        while not (consumed(stack.metrics_port) is not None and probe.stable()):
-            if proc.poll() is not None:
-                raise worker_died(stack, proc)
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"worker not ready:\n{stack.worker_log()}")
-            time.sleep(0.5)
+        proc = start_ready_worker(stack, probe)
         time.sleep(3)
         rss_idle = rss_bytes(proc.pid)
 
@@ -403,16 +394,9 @@ def main() -> None:
     )
     parser.add_argument("--plateau-hours", type=float, default=6)
     parser.add_argument("--timeout", type=float, default=1800)
-    add_output_args(parser)
-    args = parser.parse_args()
-    stop_cleanly_on_signals()
-    os.environ.setdefault("VIGIL_LOG_LEVEL", "WARNING")
+    args = parse_args(parser)
     keep = min(args.worker_beds, args.beds)
-    results: dict[str, Any] = {
-        **machine(),
-        "commit": git_commit(),
-        "load_average_at_start": load_average(),
-    }
+    results = results_header()
     print(f"in-process: {args.beds} beds x {args.hours} h simulated ...", flush=True)
     results["in_process"], records = in_process(args.beds, args.hours, keep)
     heap = [(h["hour"], h["heap_kb_per_bed"]) for h in results["in_process"]["per_hour"]]
@@ -430,8 +414,7 @@ def main() -> None:
         results["worker_rss_growth_mb_per_h"] = plateau(rss, args.plateau_hours)
     results["load_average_at_end"] = load_average()
     markdown = to_markdown(results, args.plateau_hours)
-    print(markdown)
-    write_results(args.out, f"memory_24h-{args.stamp or stamp()}", results, markdown)
+    report_results(args, "memory_24h", results, markdown)
 
 
 if __name__ == "__main__":

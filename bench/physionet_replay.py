@@ -21,7 +21,6 @@ Writes bench/results/physionet_replay-<stamp>.json and .md. Figures, not asserts
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import subprocess
 import sys
@@ -34,13 +33,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.common import (  # noqa: E402
-    add_output_args,
     broker,
     load_average,
-    machine,
-    stamp,
-    stop_cleanly_on_signals,
-    write_results,
+    parse_args,
+    raw_consume_rate,
+    report_results,
+    results_header,
+    rss_bytes,
 )
 from bench.worker import (  # noqa: E402
     LagProbe,
@@ -49,14 +48,12 @@ from bench.worker import (  # noqa: E402
     busy_cores,
     consumed,
     cpu_seconds,
-    git_commit,
     log_warnings,
     machine_cpu,
     new_stack,
     outputs,
-    raw_consume_rate,
-    rss_bytes,
     scrape,
+    start_ready_worker,
     topic_records,
     total_of,
     worker_died,
@@ -93,14 +90,7 @@ def bench_replay(
     stop = threading.Event()
     replay_log = stack.workdir / "replay.log"
     try:
-        proc = stack.start_worker()
-        deadline = time.monotonic() + 120
-        while not (scrape(stack.metrics_port) is not None and probe.stable()):
-            if proc.poll() is not None:
-                raise worker_died(stack, proc)
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"worker not ready after 120 s:\n{stack.worker_log()}")
-            time.sleep(0.5)
+        proc = start_ready_worker(stack, probe)
         time.sleep(2)
         rss_idle = rss_bytes(proc.pid)
         began = time.monotonic()
@@ -240,17 +230,11 @@ def main() -> None:
         "--patients", type=int, default=None, help="first N patients (default: all of set A)"
     )
     parser.add_argument("--timeout", type=float, default=3600)
-    add_output_args(parser)
-    args = parser.parse_args()
-    stop_cleanly_on_signals()
-    os.environ.setdefault("VIGIL_LOG_LEVEL", "WARNING")
-    results: dict[str, Any] = {
-        **machine(),
-        "commit": git_commit(),
-        "source": args.source.name,
-        "subset": f"first {args.patients} patients" if args.patients else "every patient",
-        "load_average_at_start": load_average(),
-    }
+    args = parse_args(parser)
+    results = results_header(
+        source=args.source.name,
+        subset=f"first {args.patients} patients" if args.patients else "every patient",
+    )
     print(f"dry run ({results['subset']}) ...", flush=True)
     results["dry_run"] = dry_run_rate(args.source, args.patients)
     print(f"  {results['dry_run']['records_per_s']:,.0f} records/s", flush=True)
@@ -261,8 +245,7 @@ def main() -> None:
         )
     results["load_average_at_end"] = load_average()
     markdown = to_markdown(results)
-    print(markdown)
-    write_results(args.out, f"physionet_replay-{args.stamp or stamp()}", results, markdown)
+    report_results(args, "physionet_replay", results, markdown)
 
 
 if __name__ == "__main__":

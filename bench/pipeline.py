@@ -25,12 +25,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from kafka import KafkaConsumer, TopicPartition
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.common import broker, machine, write_results  # noqa: E402
+from bench.common import broker, machine, raw_consume_rate, rss_bytes, write_results  # noqa: E402
 from schemas.context import ContextEvent  # noqa: E402
 from schemas.observations import (  # noqa: E402
     CrrtStatus,
@@ -86,29 +84,6 @@ def bench_pure_core(beds: int, seconds: int) -> dict[str, float]:
     }
 
 
-def raw_consume_rate(bootstrap: str, topic: str, partitions: int, expected: int) -> float:
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
-                             max_poll_records=5000, fetch_max_bytes=64 * 1024 * 1024)  # fmt: skip
-    tps = [TopicPartition(topic, p) for p in range(partitions)]
-    consumer.assign(tps)
-    consumer.seek_to_beginning(*tps)
-    seen = 0
-    began = time.perf_counter()
-    while seen < expected and time.perf_counter() - began < 300:
-        for records in consumer.poll(timeout_ms=500).values():
-            seen += len(records)
-    elapsed = time.perf_counter() - began
-    consumer.close()
-    return seen / elapsed
-
-
-def rss_bytes(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    return 0
-
-
 def bench_broker(bootstrap: str, beds: int, seconds: int, workdir: Path) -> dict[str, float]:
     prefix = f"bench-{uuid.uuid4().hex[:6]}."
     registry = TopicRegistry(prefix=prefix, partitions=4)
@@ -119,7 +94,7 @@ def bench_broker(bootstrap: str, beds: int, seconds: int, workdir: Path) -> dict
     stats = publish_simulation(config.to_icu(), producer, registry, speed=None)
     producer.close()
     total = stats.per_topic["vitals"]
-    baseline = raw_consume_rate(bootstrap, registry.vitals, registry.partitions, total)
+    baseline = raw_consume_rate(bootstrap, [registry.vitals], registry.partitions, total)
 
     app_id = f"bench-worker-{uuid.uuid4().hex[:6]}"
     env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": bootstrap, "VIGIL_TOPIC_PREFIX": prefix,

@@ -28,7 +28,6 @@ Writes bench/results/rebalance-<stamp>.json and .md. Figures, not asserts.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import threading
 import time
@@ -41,19 +40,18 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.common import (  # noqa: E402
-    add_output_args,
     broker,
     load_average,
-    machine,
-    stamp,
-    stop_cleanly_on_signals,
-    write_results,
+    parse_args,
+    raw_consume_rate,
+    report_results,
+    results_header,
+    rss_bytes,
 )
 from bench.worker import (  # noqa: E402
     RAW_TOPICS,
     SENTINEL_JSON,
     START,
-    Deliveries,
     LagProbe,
     Row,
     _fmt,
@@ -62,20 +60,16 @@ from bench.worker import (  # noqa: E402
     consumed,
     cpu_seconds,
     generate_load,
-    git_commit,
     log_warnings,
     machine_cpu,
     new_stack,
-    publish,
-    raw_consume_rate,
+    publish_rows,
     read_alerts,
-    rss_bytes,
 )
 from schemas.alerts import AlertEvent  # noqa: E402
 from schemas.context import ContextEvent  # noqa: E402
 from schemas.observations import CrrtStatus, LabResults, NirsSample, VitalSigns  # noqa: E402
 from services import procs  # noqa: E402
-from services.kafka_io import reliable_producer  # noqa: E402
 from streams.offline import OfflinePipeline  # noqa: E402
 from streams.rules import load_rules  # noqa: E402
 from tests.support.stack import Stack  # noqa: E402
@@ -169,16 +163,7 @@ def bench_rebalance(
     second = Stack(bootstrap, stack.workdir / "b", stack.prefix, app_id=stack.app_id)
     second.workdir.mkdir(parents=True, exist_ok=True)
     total = sum(map(len, rows))
-    producer = reliable_producer(bootstrap, client_id="bench-rebalance")
-    deliveries = Deliveries()
-    try:
-        began = time.perf_counter()
-        for row in rows:
-            publish(producer, stack, row, deliveries)
-        producer.flush()
-        publish_rate = total / (time.perf_counter() - began)
-    finally:
-        producer.close()
+    publish_rate, deliveries = publish_rows(bootstrap, stack, rows, client_id="bench-rebalance")
     if deliveries.failed:
         raise RuntimeError(f"{deliveries.failed} records not acknowledged")
     names = [stack.registry.name(t) for t in RAW_TOPICS]
@@ -440,15 +425,8 @@ def main() -> None:
         default=60,
         help="end the run when nothing was consumed or committed for this long",
     )
-    add_output_args(parser)
-    args = parser.parse_args()
-    stop_cleanly_on_signals()
-    os.environ.setdefault("VIGIL_LOG_LEVEL", "WARNING")
-    results: dict[str, Any] = {
-        **machine(),
-        "commit": git_commit(),
-        "load_average_at_start": load_average(),
-    }
+    args = parse_args(parser)
+    results = results_header()
     print(f"generating {args.beds} beds x {args.seconds} s ...", flush=True)
     rows = generate_load(args.beds, args.seconds)
     print("offline pipeline on the same records ...", flush=True)
@@ -477,8 +455,7 @@ def main() -> None:
         )
     results["load_average_at_end"] = load_average()
     markdown = to_markdown(results)
-    print(markdown)
-    write_results(args.out, f"rebalance-{args.stamp or stamp()}", results, markdown)
+    report_results(args, "rebalance", results, markdown)
 
 
 if __name__ == "__main__":

@@ -39,12 +39,12 @@ sys.path.insert(0, str(ROOT))
 from bench.common import (  # noqa: E402
     broker,
     load_average,
-    machine,
+    report_results,
+    results_header,
     stamp,
     stop_cleanly_on_signals,
-    write_results,
 )
-from bench.worker import _fmt, git_commit  # noqa: E402
+from bench.worker import _fmt  # noqa: E402
 
 BENCHMARKS = ("worker", "replay", "memory", "rebalance")
 FILES = {
@@ -354,12 +354,7 @@ def main() -> None:
     stop_cleanly_on_signals()
     args.stamp = args.stamp or stamp()
     chosen = [b for b in BENCHMARKS if b in args.only and b not in args.skip]
-    summary: dict[str, Any] = {
-        **machine(),
-        "commit": git_commit(),
-        "stamp": args.stamp,
-        "load_average_at_start": load_average(),
-    }
+    summary = results_header(stamp=args.stamp)
     began = time.monotonic()
     runs: dict[str, dict[str, Any]] = {}
     with broker("all") as kafka:
@@ -376,8 +371,7 @@ def main() -> None:
     summary["benchmarks"] = {
         name: {k: v for k, v in run.items() if k != "results"} for name, run in runs.items()
     }
-    print(markdown)
-    write_results(args.out, f"summary-{args.stamp}", summary, markdown)
+    report_results(args, "summary", summary, markdown)
     if any(run["exit_code"] for run in runs.values()):
         sys.exit(1)
 

@@ -60,13 +60,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.common import (  # noqa: E402
-    add_output_args,
     broker,
     load_average,
-    machine,
-    stamp,
-    stop_cleanly_on_signals,
-    write_results,
+    parse_args,
+    raw_consume_rate,
+    report_results,
+    results_header,
+    rss_bytes,
 )
 from schemas.alerts import AlertEvent  # noqa: E402
 from services.kafka_io import reliable_producer  # noqa: E402
@@ -183,13 +183,6 @@ def stamp_now() -> tuple[datetime, bytes]:
 
 
 # --- observing the worker -------------------------------------------------------------
-
-
-def rss_bytes(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    return 0
 
 
 def cpu_seconds(pid: int) -> float:
@@ -311,29 +304,6 @@ class LagProbe:
         self.admin.close()
 
 
-def raw_consume_rate(
-    bootstrap: str, topics: Sequence[str], partitions: int, expected: int
-) -> float:
-    """kafka-python reading every partition of ``topics`` from the start: records/s."""
-    consumer = KafkaConsumer(
-        bootstrap_servers=bootstrap,
-        enable_auto_commit=False,
-        max_poll_records=5000,
-        fetch_max_bytes=64 * 1024 * 1024,
-    )
-    tps = [TopicPartition(t, p) for t in topics for p in range(partitions)]
-    consumer.assign(tps)
-    consumer.seek_to_beginning(*tps)
-    seen = 0
-    began = time.perf_counter()
-    while seen < expected and time.perf_counter() - began < 300:
-        for records in consumer.poll(timeout_ms=500).values():
-            seen += len(records)
-    elapsed = time.perf_counter() - began
-    consumer.close()
-    return seen / elapsed
-
-
 def new_stack(bootstrap: str, workdir: Path, tag: str) -> Stack:
     run = uuid.uuid4().hex[:6]
     stack = Stack(bootstrap, workdir / tag, f"bench-{run}-{tag}.", app_id=f"bench-{tag}-{run}")
@@ -367,6 +337,25 @@ def publish(producer: Any, stack: Stack, row: Row, deliveries: Deliveries) -> da
         future.add_callback(deliveries.on_ack)
         future.add_errback(deliveries.on_error)
     return now
+
+
+def publish_rows(
+    bootstrap: str, stack: Stack, rows: list[Row], client_id: str
+) -> tuple[float, Deliveries]:
+    """Publish ``rows`` at full speed (see ``publish``) and flush: records/s, and what
+    Kafka acknowledged or refused."""
+    total = sum(map(len, rows))
+    producer = reliable_producer(bootstrap, client_id=client_id)
+    deliveries = Deliveries()
+    try:
+        began = time.perf_counter()
+        for row in rows:
+            publish(producer, stack, row, deliveries)
+        producer.flush()
+        publish_rate = total / (time.perf_counter() - began)
+    finally:
+        producer.close()
+    return publish_rate, deliveries
 
 
 def topic_records(bootstrap: str, topics: Sequence[str]) -> dict[str, int]:
@@ -424,6 +413,20 @@ def worker_died(stack: Stack, proc: subprocess.Popen[bytes]) -> RuntimeError:
     return RuntimeError(f"worker exited {proc.returncode}:\n{stack.worker_log()}")
 
 
+def start_ready_worker(stack: Stack, probe: LagProbe) -> subprocess.Popen[bytes]:
+    """Start the stack's worker and wait (120 s at most) until it serves its metrics and
+    its consumer group is Stable."""
+    proc = stack.start_worker()
+    deadline = time.monotonic() + 120
+    while not (scrape(stack.metrics_port) is not None and probe.stable()):
+        if proc.poll() is not None:
+            raise worker_died(stack, proc)
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"worker not ready after 120 s:\n{stack.worker_log()}")
+        time.sleep(0.5)
+    return proc
+
+
 def percentiles(values: Sequence[float], scale: float = 1000.0) -> dict[str, float | None]:
     """p50/p95/p99/max of seconds, in ms."""
     if not values:
@@ -445,16 +448,7 @@ def bench_drain(
 ) -> dict[str, Any]:
     stack = new_stack(bootstrap, workdir, f"drain{beds}")
     total = sum(map(len, rows))
-    producer = reliable_producer(bootstrap, client_id="bench-worker")
-    deliveries = Deliveries()
-    try:
-        began = time.perf_counter()
-        for row in rows:
-            publish(producer, stack, row, deliveries)
-        producer.flush()
-        publish_rate = total / (time.perf_counter() - began)
-    finally:
-        producer.close()
+    publish_rate, deliveries = publish_rows(bootstrap, stack, rows, client_id="bench-worker")
     if deliveries.failed:
         raise RuntimeError(
             f"{deliveries.failed} records not acknowledged: {deliveries.first_error}"
@@ -656,14 +650,7 @@ def bench_live(
     thread: threading.Thread | None = None
     per_second = sum(map(len, rows)) / len(rows)
     try:
-        proc = stack.start_worker()
-        deadline = time.monotonic() + 120
-        while not (scrape(stack.metrics_port) is not None and probe.stable()):
-            if proc.poll() is not None:
-                raise worker_died(stack, proc)
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"worker not ready after 120 s:\n{stack.worker_log()}")
-            time.sleep(0.5)
+        proc = start_ready_worker(stack, probe)
         time.sleep(warmup_s)
         rss_idle = rss_bytes(proc.pid)
         cpu_idle, machine_idle = cpu_seconds(proc.pid), machine_cpu()
@@ -811,17 +798,12 @@ def main() -> None:
     )
     parser.add_argument("--warmup-seconds", type=float, default=5)
     parser.add_argument("--drain-timeout", type=float, default=600)
-    add_output_args(parser)
-    args = parser.parse_args()
-    stop_cleanly_on_signals()
-    os.environ.setdefault("VIGIL_LOG_LEVEL", "WARNING")  # the worker's, via Stack.env
+    args = parse_args(parser)
 
     beds = sorted(set(args.beds))
     seconds = max(args.drain_seconds, args.live_seconds, args.probe_seconds)
     results: dict[str, Any] = {
-        **machine(),
-        "commit": git_commit(),
-        "load_average_at_start": load_average(),
+        **results_header(),
         "load": f"per bed: vitals 1 Hz, NIRS {NIRS_EVERY_S} s, CRRT {CRRT_EVERY_S} s, plus "
         "simulated labs/charting; scenarios: bench/worker.py fast_plan",
         "drain_seconds": args.drain_seconds,
@@ -883,22 +865,7 @@ def main() -> None:
     results["highest_beds_kept_up"] = max(kept, default=None)
     results["lowest_beds_not_kept_up"] = min(failed, default=None)
     markdown = to_markdown(results)
-    print(markdown)
-    write_results(args.out, f"worker-{args.stamp or stamp()}", results, markdown)
-
-
-def git_commit() -> str | None:
-    try:
-        done = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-    except (OSError, subprocess.CalledProcessError):
-        return None
-    return done.stdout.strip()
+    report_results(args, "worker", results, markdown)
 
 
 def summary(figures: dict[str, Any]) -> str:
