@@ -301,10 +301,14 @@ def compare(
     seen: dict[str, tuple[str, str, str, str]] = {}
     copies: Counter[str] = Counter()
     conflicting = 0
-    for alert, _ts in alerts:
+    conflicts: list[dict[str, Any]] = []
+    for alert, ts in alerts:
         key = identity(alert)
         if alert.event_id in seen and seen[alert.event_id] != key:
             conflicting += 1
+            conflicts.append(
+                {"event_id": alert.event_id, "first": seen[alert.event_id], "again": key, "ts": ts}
+            )
         seen.setdefault(alert.event_id, key)
         copies[alert.event_id] += 1
     missing = sorted(set(expected) - set(seen))
@@ -321,6 +325,12 @@ def compare(
         "duplicates_with_conflicting_content": conflicting,
         "missing_examples": [expected[i] for i in missing[:5]],
         "extra_examples": [seen[i] for i in extra[:5]],
+        "differing_examples": [
+            {"worker": seen[i], "offline": expected[i]}
+            for i in sorted(set(seen) & set(expected))
+            if seen[i] != expected[i]
+        ][:5],
+        "conflicting_examples": conflicts[:5],
         "identical": not missing and not extra and not differing and not conflicting,
     }
 

@@ -387,17 +387,24 @@ def outputs(stack: Stack) -> dict[str, int]:
 def log_warnings(stack: Stack) -> dict[str, int]:
     """WARNING/ERROR lines of the worker's log, by message (numbers stripped)."""
     found: Counter[str] = Counter()
-    for line in stack.worker_log().splitlines():
-        for level in ("[WARNING]", "[ERROR]"):
-            if level in line:
-                message = line.split(level, 1)[1].strip()
-                found[f"{level} {''.join(c for c in message if not c.isdigit())[:120]}"] += 1
-    return dict(found.most_common(5))
+    for line in stack.worker_log(tail_chars=None).splitlines():
+        try:  # the worker logs JSON lines (services.observability)
+            entry = json.loads(line)
+            level, message = f"[{entry['level']}]", str(entry["message"])
+        except (ValueError, KeyError, TypeError):
+            level, message = next(
+                ((lv, line.split(lv, 1)[1]) for lv in ("[WARNING]", "[ERROR]") if lv in line),
+                ("", ""),
+            )
+        if level in ("[WARNING]", "[ERROR]"):
+            digitless = "".join(c for c in message.strip() if not c.isdigit())
+            found[f"{level} {digitless[:120]}"] += 1
+    return dict(found.most_common(8))
 
 
 def agent_crashes(stack: Stack) -> int:
     """Times the worker's agent crashed (faust restarts it; its batch is acknowledged)."""
-    return stack.worker_log().count("Crashed reason=")
+    return stack.worker_log(tail_chars=None).count("Crashed reason=")
 
 
 def growth_per_record(timeline: list[dict[str, Any]], count: str) -> float | None:

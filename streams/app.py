@@ -281,6 +281,19 @@ def create_app(config: WorkerConfig, clock: Clock = _wall_clock) -> faust.App:
         taken = consumed.get((message.topic, message.partition))
         return taken is not None and message.offset <= taken
 
+    def note_first_record(message: Any) -> None:
+        """Log the first record of a topic-partition in an assignment that is not at the
+        committed offset (records before it would be skipped by ``already_applied``)."""
+        committed = getattr(app.consumer, "_committed_offset", {}).get(message.tp)
+        if committed is not None and message.offset != committed:
+            log.warning(
+                "first record of %s[%d] in this assignment at offset %d, committed %d",
+                message.topic,
+                message.partition,
+                message.offset,
+                committed,
+            )
+
     def schedule_of(partition: int) -> TickSchedule:
         """The partition's "no data" tick schedule, created on first use."""
         schedule = schedules.get(partition)
@@ -594,6 +607,8 @@ def create_app(config: WorkerConfig, clock: Clock = _wall_clock) -> faust.App:
                     reread += 1
                     continue
                 source = source_of.get(message.topic, "unknown")
+                if (message.topic, message.partition) not in consumed:
+                    note_first_record(message)
                 consumed[(message.topic, message.partition)] = message.offset
                 counter = samples_in.get(message.topic)
                 (counter or metrics.SAMPLES_IN.labels(source)).inc()

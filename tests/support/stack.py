@@ -117,11 +117,13 @@ class Stack:
         for proc in reversed(self.processes):
             procs.stop(proc, timeout_s=30)
 
-    def worker_log(self, name: str | None = None) -> str:
-        """The tail of one worker's log, or of every worker's when ``name`` is None."""
+    def worker_log(self, name: str | None = None, tail_chars: int | None = 4000) -> str:
+        """The tail of one worker's log (all of it: ``tail_chars=None``), or of every
+        worker's when ``name`` is None."""
         paths = [self.workdir / f"{name}.log"] if name else sorted(self.workdir.glob("*.log"))
+        start = -tail_chars if tail_chars else 0
         tails = [
-            f"--- {p.name}\n{p.read_text(errors='replace')[-4000:]}" for p in paths if p.exists()
+            f"--- {p.name}\n{p.read_text(errors='replace')[start:]}" for p in paths if p.exists()
         ]
         return "\n".join(tails) or "(no log)"
 
