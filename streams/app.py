@@ -57,6 +57,7 @@ from streams.delivery import DirectDeliveryTransport
 from streams.merge import SOURCES as MERGED_SOURCES
 from streams.merge import PartitionMerge, TickSchedule
 from streams.offline import partition_of
+from streams.offsets import TakenOffsets
 from streams.patient import PatientState, tick_due
 from streams.rules import RuleSet
 
@@ -86,6 +87,14 @@ FEATURES_MIN_EVERY_S = 10.0
 BATCH_MAX = 1000
 BATCH_WITHIN_S = 0.05
 RECOVERY_POLL_S = 0.05  # how often a batch read before recovery checks it is complete
+RECOVERY_WAIT_MAX_S = 30.0
+"""A batch read before recovery waits at most this long; then it is deferred (read
+again after faust's seek), so a recovery that needs the stream's buffer to drain
+cannot wait on the batch forever."""
+MERGE_STALL_LOG_S = 30.0
+"""A merge holding a record this long (wall time) is logged with what it waits for."""
+STAGE_SAMPLE_EVERY = 8
+"""The stage histogram observes one record in this many (by offset): it is per record."""
 
 
 def state_key(patient_id: str) -> bytes:
@@ -217,8 +226,40 @@ def create_app(config: WorkerConfig, clock: Clock = _wall_clock) -> faust.App:
     # lag, alarms shown, readiness: refreshed every few seconds (services.worker starts it)
     metrics.watch_worker(app, lambda: [entry.state for entry in live.values()], config.rules)
 
-    consumed: dict[tuple[str, int], int] = {}  # (topic, partition) -> last offset taken
+    taken = TakenOffsets()  # offsets taken per topic-partition in this assignment
     rebalanced = False  # set on (re)assignment: re-watch the stored patients
+    ready_generation: int | None = None  # consumer generation whose recovery completed
+    manager: Any = app.tables  # faust's TableManager (its type stub lacks the hook)
+    tables_on_actives_ready = manager.on_actives_ready
+
+    def _on_actives_ready() -> None:
+        # faust can finish a recovery after the next rebalance began (it re-checks the
+        # generation only before its last awaits): remember which generation it was for
+        nonlocal ready_generation
+        ready_generation = app.consumer_generation_id
+        tables_on_actives_ready()
+
+    manager.on_actives_ready = _on_actives_ready
+
+    def _clear_changelog_queue_only() -> None:
+        # faust clears every flow-controlled queue when a rebalance begins and whenever
+        # the flow resumes, recovery's last resume included: that one comes after its
+        # seek to the committed offsets, so records delivered in between were dropped
+        # from the agent's queue and never read again (the partition stalled). The
+        # agent's queues are kept: a record of a previous assignment is deferred by
+        # ``current`` (read again after the next seek), one of this assignment is
+        # applied once, its second reading skipped (``TakenOffsets``). The table's
+        # changelog queue is still cleared, as faust does.
+        queue = manager._changelog_queue
+        if queue is not None:
+            queue.clear()
+
+    app.flow_control.clear = _clear_changelog_queue_only  # type: ignore[method-assign]
+
+    def recovered() -> bool:
+        """Whether the current assignment's partitions' states are recovered."""
+        return bool(app.tables.actives_ready) and ready_generation == app.consumer_generation_id
+
     epoch = 0  # one more on every revoke and assignment (see ``current``)
 
     async def _drop_live(_sender: Any, /, *_args: Any, signal: Any, **_kwargs: Any) -> None:
@@ -231,7 +272,7 @@ def create_app(config: WorkerConfig, clock: Clock = _wall_clock) -> faust.App:
         merges.clear()
         schedules.clear()
         resume.clear()
-        consumed.clear()
+        taken.clear()
         rebalanced = True
 
     def current(event: Any, since: int) -> bool:
@@ -246,7 +287,7 @@ def create_app(config: WorkerConfig, clock: Clock = _wall_clock) -> faust.App:
         """
         return (
             since == epoch
-            and app.tables.actives_ready
+            and recovered()
             and event.message.generation_id == app.consumer_generation_id
         )
 
@@ -256,17 +297,26 @@ def create_app(config: WorkerConfig, clock: Clock = _wall_clock) -> faust.App:
         A new assignment reads each partition from its committed offset, and faust's
         recovery reads it again from there once the changelogs are replayed: records read
         in between (before ``actives_ready``) are applied once recovery is complete, and
-        their second reading is skipped (``already_applied``). Deferring them to the
-        second reading instead would lose those read between faust's seek and
-        ``actives_ready``: nothing reads them a third time, and the partition's committed
-        offset would stall below them.
+        their second reading is skipped (``TakenOffsets.already_taken``). Deferring them
+        to the second reading instead would lose those read between faust's seek and
+        ``actives_ready``: nothing reads them a third time, and the partition's
+        committed offset would stall below them. After ``RECOVERY_WAIT_MAX_S`` the batch is
+        deferred after all (``current`` is still false): faust has not sought yet, or
+        it would be complete, so the seek reads it again.
         """
         began = time.monotonic()
         while (
-            not app.tables.actives_ready
+            not recovered()
             and since == epoch
             and any(e.message.generation_id == app.consumer_generation_id for e in batch)
         ):
+            if time.monotonic() - began > RECOVERY_WAIT_MAX_S:
+                log.warning(
+                    "recovery not complete after %.0f s: a batch of %d records is deferred",
+                    RECOVERY_WAIT_MAX_S,
+                    len(batch),
+                )
+                return
             await asyncio.sleep(RECOVERY_POLL_S)
         if time.monotonic() > began + RECOVERY_POLL_S / 2:
             log.info(
@@ -275,23 +325,16 @@ def create_app(config: WorkerConfig, clock: Clock = _wall_clock) -> faust.App:
                 time.monotonic() - began,
             )
 
-    def already_applied(message: Any) -> bool:
-        """Whether the record was taken already in this assignment (read a second time
-        after faust's seek back to the committed offset; see ``await_recovery``)."""
-        taken = consumed.get((message.topic, message.partition))
-        return taken is not None and message.offset <= taken
-
-    def note_first_record(message: Any) -> None:
-        """Log the first record of a topic-partition in an assignment that is not at the
-        committed offset (records before it would be skipped by ``already_applied``)."""
-        committed = getattr(app.consumer, "_committed_offset", {}).get(message.tp)
-        if committed is not None and message.offset != committed:
-            log.warning(
-                "first record of %s[%d] in this assignment at offset %d, committed %d",
+    def take(message: Any) -> None:
+        """Remember the record's offset as taken in this assignment (``TakenOffsets``)."""
+        if not taken.take((message.topic, message.partition), message.offset):
+            # frequent values among the late records are late for their patient: dropped
+            # and counted as such (``vigil_samples_late_total``)
+            log.error(
+                "%s[%d]@%d arrived after later offsets of the same assignment",
                 message.topic,
                 message.partition,
                 message.offset,
-                committed,
             )
 
     def schedule_of(partition: int) -> TickSchedule:
@@ -464,13 +507,13 @@ def create_app(config: WorkerConfig, clock: Clock = _wall_clock) -> faust.App:
                 return False
             if highwater is None:
                 return False
-            taken = consumed.get((topic, partition))
-            if taken is None:  # nothing read since the assignment: faust sought it to the
+            last = taken.last((topic, partition))
+            if last is None:  # nothing read since the assignment: faust sought it to the
                 # committed offset, and a source with nothing after it must not be waited
                 # for (its next record may be a minute away, or never come)
                 committed = getattr(app.consumer, "_committed_offset", {}).get(tp)
                 return (committed or 0) >= highwater
-            return taken + 1 >= highwater
+            return last + 1 >= highwater
 
         return check
 
@@ -494,7 +537,8 @@ def create_app(config: WorkerConfig, clock: Clock = _wall_clock) -> faust.App:
                         touched[patient_id] = live[patient_id]
                 continue
             event, message, taken_at = item
-            merge_wait.observe(max(0.0, now - taken_at))
+            if not event.message.offset % STAGE_SAMPLE_EVERY:
+                merge_wait.observe(max(0.0, now - taken_at))
             try:
                 entry, found = apply_decoded(event, kind, message)
             except Exception as exc:  # one bad record must never stop the unit's monitoring
@@ -574,8 +618,30 @@ def create_app(config: WorkerConfig, clock: Clock = _wall_clock) -> faust.App:
             and e.dirty_since is not None
             and now - e.dirty_since >= FLUSH_EVERY_S
         }
-        if waiting and app.tables.actives_ready:
+        if waiting and recovered():
             save(waiting, set(), force=True)
+        report_stalled_merges()
+
+    def report_stalled_merges() -> None:
+        """Log a partition whose merge has held a record for ``MERGE_STALL_LOG_S`` of
+        wall time, with the sources it waits for (unread records, none queued)."""
+        now = time.time()
+        for partition, merge in merges.items():
+            heads = [queue[0] for queue in merge.queues.values() if queue]
+            if not heads:
+                continue
+            oldest = min(item[2] for _at, _seq, item in heads)  # the batch's taken_at
+            if now - oldest < MERGE_STALL_LOG_S:
+                continue
+            check = caught_up(partition)
+            waiting = [s for s, q in merge.queues.items() if not q and not check(s)]
+            log.warning(
+                "the merge of partition %d has held %d records for %.0f s; waiting for %s",
+                partition,
+                len(merge),
+                now - oldest,
+                ", ".join(waiting) or "nothing (released with the next batch)",
+            )
 
     @app.agent(inputs, name="patients")
     async def process(stream: Any) -> None:
@@ -592,6 +658,7 @@ def create_app(config: WorkerConfig, clock: Clock = _wall_clock) -> faust.App:
             busy.clear()
             partitions: set[int] = set()
             deferred = reread = 0
+            lettered: list[Any] = []  # dead-lettered: acknowledged below, in this assignment
             for event in batch:
                 message = event.message
                 if not current(event, since):  # (a rebalance may begin at any await below)
@@ -599,7 +666,7 @@ def create_app(config: WorkerConfig, clock: Clock = _wall_clock) -> faust.App:
                     metrics.RECORDS_DEFERRED.inc()
                     deferred += 1
                     continue
-                if already_applied(message):
+                if taken.already_taken((message.topic, message.partition), message.offset):
                     # Never acknowledged here: the first reading's acknowledgement counts,
                     # and it may still be queued in the merge (un-acknowledged on purpose).
                     message.incref()
@@ -607,9 +674,7 @@ def create_app(config: WorkerConfig, clock: Clock = _wall_clock) -> faust.App:
                     reread += 1
                     continue
                 source = source_of.get(message.topic, "unknown")
-                if (message.topic, message.partition) not in consumed:
-                    note_first_record(message)
-                consumed[(message.topic, message.partition)] = message.offset
+                take(message)
                 counter = samples_in.get(message.topic)
                 (counter or metrics.SAMPLES_IN.labels(source)).inc()
                 try:
@@ -625,8 +690,8 @@ def create_app(config: WorkerConfig, clock: Clock = _wall_clock) -> faust.App:
                         merge.add(
                             source, payload.observed_at.timestamp(), (event, payload, taken_at)
                         )
-                        if source == "vitals":
-                            to_worker.observe(taken_at - payload.received_at.timestamp())
+                        if source == "vitals" and not message.offset % STAGE_SAMPLE_EVERY:
+                            to_worker.observe(max(0.0, taken_at - payload.received_at.timestamp()))
                         partitions.add(message.partition)
                         continue
                     entry, found = apply_decoded(event, source, payload)
@@ -635,6 +700,8 @@ def create_app(config: WorkerConfig, clock: Clock = _wall_clock) -> faust.App:
                         "key_mismatch" if isinstance(exc, KeyMismatchError) else f"invalid_{source}"
                     )
                     await dead_letter(event, source, reason, str(exc))
+                    message.incref()
+                    lettered.append(event)
                     continue
                 except Exception as exc:  # one bad record must never stop the unit's monitoring
                     log.exception(
@@ -645,6 +712,8 @@ def create_app(config: WorkerConfig, clock: Clock = _wall_clock) -> faust.App:
                         message.offset,
                     )
                     await dead_letter(event, source, "processing_error", repr(exc))
+                    message.incref()
+                    lettered.append(event)
                     continue
                 hold(event, entry, touched)
                 drafts += found
@@ -662,13 +731,15 @@ def create_app(config: WorkerConfig, clock: Clock = _wall_clock) -> faust.App:
                 # the error's text (which may name the patient) goes to the dead letter only
                 log.error("%s record failed (%s); dead-lettered", bad_source, type(error).__name__)
                 await dead_letter(bad_event, bad_source, "processing_error", repr(error))
-                bad_event.ack()  # the merge queue's reference
+                lettered.append(bad_event)  # with the merge queue's reference
             # Alerts first, acknowledged by Kafka, then the state that remembers them: a
             # crash in between re-emits the alert (same event id) instead of losing it.
             await publish_alerts(drafts, taken_at)
             await publish_features()
             if since == epoch:  # else its partitions were revoked: they are read again
                 save(touched, {d.context.patient_id for d in drafts})
+                for letter in lettered:
+                    letter.ack()
             busy.clear()
             await asyncio.sleep(0)
 

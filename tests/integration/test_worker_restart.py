@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -82,20 +83,26 @@ def test_sigkilled_worker_recovers_its_state_and_ends_the_alert_it_started(
         os.killpg(first.pid, signal.SIGKILL)
         first.wait(timeout=10)
         publish(stack, values[KILL_AFTER_S:], keys[KILL_AFTER_S:])
-        stack.start_worker("worker-2", data_dir=tmp_path / "another-host")
+        second = stack.start_worker("worker-2", data_dir=tmp_path / "another-host")
+
+        def stalled() -> str:
+            os.kill(second.pid, signal.SIGUSR1)  # mode's Worker logs every task's stack
+            time.sleep(2)
+            return "\n".join(
+                (
+                    stack.offsets_report("vitals"),
+                    stack.metrics_report(),
+                    stack.worker_log("worker-2", tail_chars=60000),
+                )
+            )
+
         # Not the group lag: after a SIGKILL, faust 0.15.3's committed offsets can stall
         # while processing goes on (its acked-offset bookkeeping); see the README.
         wait_for(
             lambda: any(a.phase is AlertPhase.END for a in alerts(stack)),
             120,
             "the MAP alert to end",
-            lambda: "\n".join(
-                (
-                    stack.offsets_report("vitals"),
-                    stack.metrics_report(),
-                    stack.worker_log("worker-2"),
-                )
-            ),
+            stalled,
         )
         after = alerts(stack)
         wait_for(
