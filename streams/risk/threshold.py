@@ -34,6 +34,7 @@ class UtilityThreshold:
     totals: list[float] = field(default_factory=list)
     patients: int = 0
     min_patients: int = 200
+    best_index: int | None = None  # argmax of ``totals``, kept until the next patient
 
     def __post_init__(self) -> None:
         if not self.totals:
@@ -48,10 +49,12 @@ class UtilityThreshold:
         for i, th in enumerate(self.grid):
             self.totals[i] += patient_utility(y, p >= th)
         self.patients += 1
+        self.best_index = None
 
     @property
     def threshold(self) -> float:
         if self.patients < self.min_patients:
             return self.default
-        best = int(np.argmax(self.totals))
-        return self.grid[best]
+        if self.best_index is None:  # once per discharge, not per prediction
+            self.best_index = int(np.argmax(self.totals))
+        return self.grid[self.best_index]

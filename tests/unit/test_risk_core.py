@@ -280,3 +280,19 @@ def test_mods_engine_learns_from_the_stream_itself() -> None:
     assert engine.model.positives > 0
     pred = engine.on_snapshot("new", 0.0, {"sofa_renal": 1.0})
     assert set(pred.per_organ) == set(engine_mod.SOFA_ORGANS)
+
+
+def test_decision_threshold_follows_every_discharged_patient() -> None:
+    """The threshold is cached between discharges; each new patient can move it."""
+    from streams.risk.threshold import UtilityThreshold
+
+    cut = UtilityThreshold(default=0.5, min_patients=1)
+    cut.add_patient([0.01, 0.02, 0.03], [False, False, False])
+    quiet = cut.threshold
+    assert 0.03 < quiet < 0.05
+    assert cut.threshold == quiet  # read twice: the same value
+    for _ in range(5):  # septic patients whose scores rise 12 h before their sepsis time
+        cut.add_patient([0.05] * 6 + [0.4] * 18, [False] * 12 + [True] * 12)
+    assert 0.05 < cut.threshold <= 0.4
+    restored = pickle.loads(pickle.dumps(cut))
+    assert restored.threshold == cut.threshold
