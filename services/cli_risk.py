@@ -100,7 +100,7 @@ def model_import(source: Path, outcome: str, checkpoint: Path | None) -> None:
     The agent's read positions are kept; its patients' buffers start empty.
     """
     from services.risk_agent import checkpoint_path, write_atomic
-    from streams.risk.engine import dumps, loads
+    from streams.risk.engine import dumps, load_checkpoint, loads
 
     try:
         engine = loads(source.read_bytes())
@@ -109,9 +109,11 @@ def model_import(source: Path, outcome: str, checkpoint: Path | None) -> None:
     if engine.config.outcome != outcome:
         raise click.ClickException(f"{source} predicts {engine.config.outcome!r}, not {outcome!r}")
     path = checkpoint or checkpoint_path(load_settings(), outcome)
-    if path.exists():
-        engine.positions = dict(loads(path.read_bytes()).positions)
-    write_atomic(path, dumps(engine))
+    held = None
+    if path.exists():  # the read positions and the context held before them stay
+        current, held = load_checkpoint(path.read_bytes())
+        engine.positions = dict(current.positions)
+    write_atomic(path, dumps(engine, held))
     click.echo(f"imported {engine.model_id} {engine.model_version} into {path}")
 
 

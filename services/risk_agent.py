@@ -10,7 +10,8 @@ publishes a :class:`~schemas.derived.RiskScore` per snapshot on the risk topic.
   when the worker lags the raw context topic. When no snapshot arrives for
   ``idle_flush_s`` of wall time, held context is applied (end of a replay).
 - **Checkpoint = file.** The whole engine (model, label buffers, per-patient feature
-  state, monitor) and the next offset to read of every partition are pickled together
+  state, monitor), the next offset to read of every partition and the context events
+  read but still held for the merge are pickled together
   every ``checkpoint_every_s`` and at shutdown, written atomically (temp file, fsync,
   rename) *after* the producer has flushed every risk message of the records consumed.
   A restarted (even SIGKILLed) agent loads it, seeks to those offsets and so comes back
@@ -22,6 +23,7 @@ publishes a :class:`~schemas.derived.RiskScore` per snapshot on the risk topic.
 
 from __future__ import annotations
 
+import heapq
 import json
 import logging
 import os
@@ -40,7 +42,7 @@ from schemas.context import Admission, ContextEvent, Discharge, OutcomeLabel
 from schemas.derived import Contribution, FeatureSnapshot, Organ, RiskScore
 from services.config import Settings
 from services.kafka_io import reliable_producer
-from streams.risk.engine import EngineConfig, Prediction, RiskEngine, dumps, loads
+from streams.risk.engine import EngineConfig, Prediction, RiskEngine, dumps, load_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +95,11 @@ def to_risk_score(pred: Prediction) -> RiskScore:
 
 @dataclass
 class _Held:
-    """Context events of one partition waiting for the features to pass their time."""
+    """Context events of one partition waiting for the features to pass their time.
+
+    ``events`` is a heap of (event time, arrival sequence, event): a replay can hold a
+    whole data set's admissions and discharges, so releasing must not rescan them all.
+    """
 
     events: list[tuple[float, int, Any]] = field(default_factory=list)
     features_at: float = float("-inf")
@@ -117,7 +123,10 @@ class RiskAgent:
 
     def _load(self) -> RiskEngine:
         if self.checkpoint.exists():
-            engine = loads(self.checkpoint.read_bytes())
+            engine, held = load_checkpoint(self.checkpoint.read_bytes())
+            for partition, (features_at, events) in (held or {}).items():
+                self.held[int(partition)] = _Held(list(events), float(features_at))
+                self._seq = max([self._seq, *(seq for _at, seq, _e in events)])
             log.info(
                 "restored %s (%d labels learned) from %s",
                 engine.model_version,
@@ -156,22 +165,19 @@ class RiskAgent:
         if isinstance(event, OutcomeLabel):
             self._apply(event)  # labels are only stored until the discharge: no need to wait
             return
-        hold.events.append((at, self._seq, event))
+        heapq.heappush(hold.events, (at, self._seq, event))
         if at < hold.features_at:
             self._release(partition, before=hold.features_at)
 
     def _release(self, partition: int, before: float | None) -> None:
+        """Apply the held context of ``partition`` earlier than ``before`` (all if None),
+        in event time (ties in arrival order)."""
         hold = self.held.get(partition)
-        if hold is None or not hold.events:
+        if hold is None:
             return
-        hold.events.sort(key=lambda item: (item[0], item[1]))
-        keep = []
-        for at, seq, event in hold.events:
-            if before is None or at < before:
-                self._apply(event)
-            else:
-                keep.append((at, seq, event))
-        hold.events = keep
+        events = hold.events
+        while events and (before is None or events[0][0] < before):
+            self._apply(heapq.heappop(events)[2])
 
     def _apply(self, event: Any) -> None:
         at = event.observed_at.timestamp()
@@ -210,7 +216,9 @@ class RiskAgent:
         COLD.labels(self.label).set(1.0 if self.engine.cold else 0.0)
 
     def save(self) -> None:
-        write_atomic(self.checkpoint, dumps(self.engine))
+        """Checkpoint the engine with the context still held (its offsets are consumed)."""
+        held = {p: (h.features_at, list(h.events)) for p, h in self.held.items() if h.events}
+        write_atomic(self.checkpoint, dumps(self.engine, held))
         CHECKPOINTS.labels(self.label).inc()
 
     # ---- the loop ------------------------------------------------------------------

@@ -266,19 +266,26 @@ def _organ_failures(
     return out
 
 
-def dumps(engine: RiskEngine) -> bytes:
-    """A versioned checkpoint of the whole engine."""
+def dumps(engine: RiskEngine, held: Any = None) -> bytes:
+    """A versioned checkpoint of the whole engine, with what its shell still ``held``
+    (context read but not yet applied: it is after the saved read positions' past)."""
     buffer = io.BytesIO()
-    pickle.dump({"format": CHECKPOINT_FORMAT, "engine": engine}, buffer, protocol=5)
+    pickle.dump({"format": CHECKPOINT_FORMAT, "engine": engine, "held": held}, buffer, protocol=5)
     return buffer.getvalue()
 
 
-def loads(data: bytes) -> RiskEngine:
-    """An engine back from :func:`dumps`; refuses another checkpoint format."""
+def load_checkpoint(data: bytes) -> tuple[RiskEngine, Any]:
+    """The engine and the shell's held context back from :func:`dumps`; refuses another
+    checkpoint format. A checkpoint written without ``held`` gives None."""
     loaded: Any = pickle.loads(data)  # noqa: S301 - our own checkpoint store, see module doc
     if not isinstance(loaded, dict) or loaded.get("format") != CHECKPOINT_FORMAT:
         raise ValueError("not a Vigil risk checkpoint of format 1")
     engine = loaded["engine"]
     if not isinstance(engine, RiskEngine):
         raise ValueError("checkpoint holds no risk engine")
-    return engine
+    return engine, loaded.get("held")
+
+
+def loads(data: bytes) -> RiskEngine:
+    """The engine back from :func:`dumps` (see :func:`load_checkpoint`)."""
+    return load_checkpoint(data)[0]

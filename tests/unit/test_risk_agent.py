@@ -125,6 +125,65 @@ def test_checkpoint_round_trip_through_the_agent(tmp_path: Path) -> None:
     assert "p1" in b.engine.patients
 
 
+def test_context_held_at_a_checkpoint_is_applied_after_a_restart(tmp_path: Path) -> None:
+    """Held context was consumed (its offsets are in the checkpoint): it must be saved."""
+    a = agent(tmp_path)
+    end = T0 + timedelta(hours=2)
+    a.handle_context(
+        0,
+        context(
+            Admission(patient_id="p1", observed_at=T0, received_at=T0, source=SRC, age_years=64)
+        ),
+    )
+    a.handle_context(
+        0,
+        context(
+            OutcomeLabel(
+                patient_id="p1",
+                observed_at=T0,
+                received_at=T0,
+                source=SRC,
+                outcome="sepsis",
+                label=False,
+                label_source="t",
+            )
+        ),
+    )
+    a.handle_context(
+        0, context(Discharge(patient_id="p1", observed_at=end, received_at=end, source=SRC))
+    )
+    a.save()  # the worker's snapshots of p1 are not there yet: both events still held
+    b = agent(tmp_path)
+    b.handle_snapshot(0, snapshot("p1", 1, 88))  # releases the admission only
+    assert (
+        b.engine.patients["p1"].features.vector((T0 + timedelta(hours=1)).timestamp())["age_years"]
+        == 64
+    )
+    assert b.engine.model.learned == 0
+    b.handle_snapshot(0, snapshot("p2", 3, 90))  # past the discharge: p1 is joined, learned
+    assert b.engine.model.learned == 1
+    assert "p1" not in b.engine.patients
+
+
+def test_held_context_is_released_in_event_time_whatever_its_arrival_order(
+    tmp_path: Path,
+) -> None:
+    a = agent(tmp_path)
+    hours = [5, 1, 4, 2, 3]
+    for n, h in enumerate(hours):
+        at = T0 + timedelta(hours=h)
+        a.handle_context(
+            0,
+            context(Admission(patient_id=f"p{n}", observed_at=at, received_at=at, source=SRC)),
+        )
+    applied: list[str] = []
+    a.engine.on_admission = lambda pid, *_args: applied.append(pid)  # type: ignore[method-assign]
+    a.handle_snapshot(0, snapshot("q", 3.5, 80))
+    assert applied == ["p1", "p3", "p4"]  # hours 1, 2, 3
+    a.flush_held()
+    assert applied == ["p1", "p3", "p4", "p2", "p0"]
+
+
 def test_each_row_takes_the_last_prediction_before_the_next_row() -> None:
     hour = 3600.0
     rows = {"p": ([0.0, hour, 2 * hour], [False, False, True])}
@@ -155,6 +214,10 @@ def test_model_export_then_import_warm_starts_another_site(tmp_path: Path) -> No
     site_b = tmp_path / "b.ckpt"
     agent_b = RiskAgent(Settings(), EngineConfig(outcome="sepsis"), site_b)
     agent_b.engine.positions["features:0"] = 42
+    later = T0 + timedelta(hours=5)
+    agent_b.handle_context(  # consumed, not yet applied: must survive the import
+        0, context(Discharge(patient_id="p7", observed_at=later, received_at=later, source=SRC))
+    )
     agent_b.save()
     runner = CliRunner()
     out = tmp_path / "a.model"
@@ -167,9 +230,11 @@ def test_model_export_then_import_warm_starts_another_site(tmp_path: Path) -> No
     assert exported.model.learned == 3
     done = runner.invoke(model_group, ["import", str(out), "--checkpoint", str(site_b)])
     assert done.exit_code == 0, done.output
-    restored = RiskAgent(Settings(), EngineConfig(outcome="sepsis"), site_b).engine
+    restored_agent = RiskAgent(Settings(), EngineConfig(outcome="sepsis"), site_b)
+    restored = restored_agent.engine
     assert restored.model_version == site_a.engine.model_version
     assert restored.positions == {"features:0": 42}  # site B keeps its own read positions
+    assert [e.patient_id for _at, _seq, e in restored_agent.held[0].events] == ["p7"]
     wrong = runner.invoke(
         model_group,
         ["import", str(out), "--outcome", "mods_progression_6h", "--checkpoint", str(site_b)],
