@@ -596,6 +596,10 @@ def create_app(config: WorkerConfig, clock: Clock = _wall_clock) -> faust.App:
             held, entry.held = entry.held, []
             for held_event in held:
                 held_event.ack()
+            if state.discharged_at is not None and live.get(patient_id) is entry:
+                # written: memory stays bounded by the beds, not by every patient ever
+                # seen; a later record of the patient reloads the state (``patient_of``)
+                del live[patient_id]
 
     to_worker = metrics.WORKER_STAGE_LATENCY.labels("to_worker")
     merge_wait = metrics.WORKER_STAGE_LATENCY.labels("merge_wait")

@@ -72,6 +72,10 @@ ASSIGNED_PARTITIONS = Gauge(
 WORKER_READY = Gauge(
     "vigil_worker_ready", "1 when partitions are assigned, tables recovered and fetching"
 )
+PATIENTS_IN_MEMORY = Gauge(
+    "vigil_worker_patients_in_memory",
+    "Patients whose state this worker holds in memory (discharged ones leave once written)",
+)
 
 WATCH_EVERY_S = 2.0
 """How often lag, alarm gauges and readiness are refreshed (in the event loop)."""
@@ -187,7 +191,9 @@ class WorkerWatch:
 
     def _update_alarms(self) -> None:
         counts = {(p, k): 0 for p in _PRIORITIES for k in _KINDS}
-        for state in list(self.states()):
+        states = list(self.states())
+        PATIENTS_IN_MEMORY.set(len(states))
+        for state in states:
             for alarm in state.alarms:
                 key = (str(alarm.priority), self._kind(alarm.rule_id))
                 counts[key] = counts.get(key, 0) + 1

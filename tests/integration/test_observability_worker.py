@@ -1,6 +1,7 @@
 """A real worker on the session broker: /healthz and /readyz turn ready, /metrics shows
-the consumer lag of its input partitions and the alarm it raised as an active alarm, and
-its log is JSON lines in which the patient's id never appears."""
+the consumer lag of its input partitions and the alarm it raised as an active alarm, a
+discharged patient's state leaves memory, and its log is JSON lines in which the
+patient's id never appears."""
 
 from __future__ import annotations
 
@@ -8,12 +9,14 @@ import json
 import re
 import urllib.error
 import urllib.request
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from kafka import KafkaProducer
 
+from schemas.common import SourceInfo
+from schemas.context import ContextEvent, Discharge
 from services.simulator import HypotensionEpisode, SimulationConfig, patient_id_of, simulate
 from tests.support.stack import Stack, unique_prefix, wait_for
 
@@ -111,6 +114,27 @@ def test_worker_probes_lag_active_alarms_and_json_logs_without_patient_ids(
         wait_for(lag_drained, 10, "lag of every vitals partition, drained", stack.worker_log)
         assert stack.metric("vigil_worker_ready") == 1.0
         assert stack.metric("vigil_assigned_partitions") is not None
+        assert stack.metric("vigil_worker_patients_in_memory") == CONFIG.beds
+
+        # a discharge ends the patient's alarm; once its state is written it leaves memory
+        end = CONFIG.start + timedelta(seconds=480)  # the end of the simulated stretch
+        discharge = Discharge(
+            patient_id=patient, observed_at=end, received_at=end, source=SourceInfo(adapter="t")
+        )
+        producer = KafkaProducer(bootstrap_servers=stack.bootstrap, acks="all")
+        producer.send(
+            stack.registry.name("context"),
+            key=patient.encode(),
+            value=ContextEvent(discharge).model_dump_json().encode(),
+        )
+        producer.flush()
+        producer.close()
+        wait_for(
+            lambda: stack.metric("vigil_worker_patients_in_memory") == CONFIG.beds - 1,
+            30,
+            "the discharged patient's state out of memory",
+            stack.worker_log,
+        )
     finally:
         stack.stop_all()
 
