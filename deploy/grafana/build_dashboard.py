@@ -564,13 +564,23 @@ def panels() -> list[dict[str, Any]]:
             "process_resident_memory_bytes of every Vigil process.",
             [(f"process_resident_memory_bytes{{{every}}}", "{{job}} {{instance}}")],
             x=0,
+            w=8,
             unit="bytes",
         ),
         series(
             "CPU (cores)",
             "rate(process_cpu_seconds_total) of every Vigil process.",
             [(f"rate(process_cpu_seconds_total{{{every}}}{RATE})", "{{job}} {{instance}}")],
-            x=12,
+            x=8,
+            w=8,
+        ),
+        series(
+            "Patients in memory by worker",
+            "Patients whose state a worker holds in memory; a discharged patient's leaves "
+            "once written, so this follows the occupied beds.",
+            [(f"sum by (instance) (vigil_worker_patients_in_memory{{{W}}})", "{{instance}}")],
+            x=16,
+            w=8,
         ),
     ]
     advance(8)
