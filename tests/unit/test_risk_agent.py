@@ -39,6 +39,21 @@ def context(event: object) -> bytes:
     return ContextEvent(event).model_dump_json().encode()
 
 
+def label(pid: str, at: datetime, y: bool, received_at: datetime | None = None) -> bytes:
+    """A PhysioNet-style sepsis label of ``pid`` for the hour at ``at``."""
+    return context(
+        OutcomeLabel(
+            patient_id=pid,
+            observed_at=at,
+            received_at=received_at or at,
+            source=SRC,
+            outcome="sepsis",
+            label=y,
+            label_source="t",
+        )
+    )
+
+
 def agent(tmp_path: Path) -> RiskAgent:
     return RiskAgent(
         Settings(),
@@ -58,20 +73,7 @@ def test_discharge_read_before_the_last_snapshots_waits_for_them(tmp_path: Path)
     # the replay's context arrives before the worker's snapshots of the same hours
     for h in (1, 2, 3):
         at = T0 + timedelta(hours=h)
-        a.handle_context(
-            0,
-            context(
-                OutcomeLabel(
-                    patient_id="p1",
-                    observed_at=at,
-                    received_at=at,
-                    source=SRC,
-                    outcome="sepsis",
-                    label=h == 3,
-                    label_source="t",
-                )
-            ),
-        )
+        a.handle_context(0, label("p1", at, h == 3))
     end = T0 + timedelta(hours=3)
     a.handle_context(
         0, context(Discharge(patient_id="p1", observed_at=end, received_at=end, source=SRC))
@@ -91,20 +93,7 @@ def test_discharge_read_before_the_last_snapshots_waits_for_them(tmp_path: Path)
 def test_idle_flush_releases_held_context(tmp_path: Path) -> None:
     a = agent(tmp_path)
     a.handle_snapshot(1, snapshot("p9", 1, 100))
-    a.handle_context(
-        1,
-        context(
-            OutcomeLabel(
-                patient_id="p9",
-                observed_at=T0 + timedelta(hours=1),
-                received_at=T0,
-                source=SRC,
-                outcome="sepsis",
-                label=True,
-                label_source="t",
-            )
-        ),
-    )
+    a.handle_context(1, label("p9", T0 + timedelta(hours=1), True, received_at=T0))
     end = T0 + timedelta(hours=1)
     a.handle_context(
         1, context(Discharge(patient_id="p9", observed_at=end, received_at=end, source=SRC))
@@ -135,20 +124,7 @@ def test_context_held_at_a_checkpoint_is_applied_after_a_restart(tmp_path: Path)
             Admission(patient_id="p1", observed_at=T0, received_at=T0, source=SRC, age_years=64)
         ),
     )
-    a.handle_context(
-        0,
-        context(
-            OutcomeLabel(
-                patient_id="p1",
-                observed_at=T0,
-                received_at=T0,
-                source=SRC,
-                outcome="sepsis",
-                label=False,
-                label_source="t",
-            )
-        ),
-    )
+    a.handle_context(0, label("p1", T0, False))
     a.handle_context(
         0, context(Discharge(patient_id="p1", observed_at=end, received_at=end, source=SRC))
     )
