@@ -30,6 +30,7 @@ groups, ``streams.alarm``); this module only wires them to Kafka.
 from __future__ import annotations
 
 import asyncio
+import heapq
 import json
 import logging
 import time
@@ -58,7 +59,7 @@ from streams.merge import SOURCES as MERGED_SOURCES
 from streams.merge import PartitionMerge, TickSchedule
 from streams.offline import partition_of
 from streams.offsets import TakenOffsets
-from streams.patient import PatientState, tick_due
+from streams.patient import RETIRE_AFTER_DISCHARGE_S, PatientState, tick_due
 from streams.rules import RuleSet
 
 Clock = Callable[[], datetime]
@@ -223,6 +224,8 @@ def create_app(config: WorkerConfig, clock: Clock = _wall_clock) -> faust.App:
     merges: dict[int, PartitionMerge] = {}  # partition -> event-time merge of its sources
     schedules: dict[int, TickSchedule] = {}  # partition -> patients by "no data" due time
     resume: dict[int, float] = {}  # partition -> grid time its ticks resume after (reloaded)
+    # partition -> heap of (event time, patient id): discharged states to retire then
+    retiring: dict[int, list[tuple[float, str]]] = {}
     # lag, alarms shown, readiness: refreshed every few seconds (services.worker starts it)
     metrics.watch_worker(app, lambda: [entry.state for entry in live.values()], config.rules)
 
@@ -272,6 +275,7 @@ def create_app(config: WorkerConfig, clock: Clock = _wall_clock) -> faust.App:
         merges.clear()
         schedules.clear()
         resume.clear()
+        retiring.clear()
         taken.clear()
         rebalanced = True
 
@@ -357,10 +361,15 @@ def create_app(config: WorkerConfig, clock: Clock = _wall_clock) -> faust.App:
             patient_id = key.decode()
             if patient_id in live:
                 continue
-            state = PatientState.from_state(stored)
-            if state.clock is None or state.discharged_at is not None:
-                continue
             partition = partition_of(patient_id, topics.partitions)
+            discharged_at = stored.get("discharged")
+            if discharged_at is not None:  # not watched; retired in time (``retire_due``)
+                if not stored.get("retired"):
+                    expect_retirement(partition, patient_id, discharged_at)
+                continue
+            state = PatientState.from_state(stored)
+            if state.clock is None:
+                continue
             live[patient_id] = _Live(state, partition, saved_clock=state.clock)
             schedule_of(partition).schedule(patient_id, state.clock)
             mark = state.resume_tick()
@@ -409,6 +418,40 @@ def create_app(config: WorkerConfig, clock: Clock = _wall_clock) -> faust.App:
             entry = live[patient_id] = _Live(state, partition, saved_clock=state.clock)
         return entry
 
+    def expect_retirement(partition: int, patient_id: str, discharged_at: float) -> None:
+        heapq.heappush(
+            retiring.setdefault(partition, []),
+            (discharged_at + RETIRE_AFTER_DISCHARGE_S, patient_id),
+        )
+
+    def retire_due(partition: int, at: float, anchor: Any) -> None:
+        """Write the stub of each discharged patient of ``partition`` whose retirement
+        time (``PatientState.retire_if_due``) is at or before ``at``, the event time of
+        ``anchor``, a record of the partition about to be applied.
+
+        In event-time order, exactly where a record of the patient itself would retire
+        it first (``apply_decoded``), so the table's content does not depend on which
+        comes first. The compacted changelog then keeps the stub only.
+        """
+        heap = retiring.get(partition)
+        while heap and heap[0][0] <= at:
+            _due, patient_id = heapq.heappop(heap)
+            if patient_id in live:  # back, or not written since: its own records decide
+                continue
+            try:
+                stored = table.get(state_key(patient_id))
+                if not stored or stored.get("retired"):
+                    continue
+                state = PatientState.from_state(stored)
+                if not state.retire_if_due(at):
+                    continue
+                _current_event.set(weakref.ref(anchor))  # files the key under this partition
+                table[state_key(patient_id)] = state.to_state()
+            except Exception:  # kept at full size; retired again after the next assignment
+                log.exception("a discharged patient's state was not retired")
+                continue
+            metrics.STATES_RETIRED.inc()
+
     def state_of(patient_id: str) -> PatientState | None:
         entry = live.get(patient_id)
         return entry.state if entry is not None else None
@@ -430,13 +473,21 @@ def create_app(config: WorkerConfig, clock: Clock = _wall_clock) -> faust.App:
             raise KeyMismatchError("Kafka key must be the patient id")
         return payload
 
-    def apply_decoded(event: Any, source: str, payload: Any) -> tuple[_Live, list[AlertDraft]]:
-        """Apply one decoded record to its patient; (patient entry, alert drafts)."""
+    def apply_decoded(
+        event: Any, source: str, payload: Any, at: float | None = None
+    ) -> tuple[_Live, list[AlertDraft]]:
+        """Apply one decoded record to its patient; (patient entry, alert drafts).
+
+        ``at``: the record's event time, for a merged source (a patient's own record
+        retires its state when due, ``PatientState.retire_if_due``).
+        """
         entry = patient_of(payload.patient_id, event.message.partition)
         state = entry.state
         position = f"{event.message.topic}:{event.message.partition}"
         if state.seen(position, event.message.offset):
             return entry, []  # re-delivered after a restart: already in the state
+        if at is not None and state.retire_if_due(at):
+            metrics.STATES_RETIRED.inc()
         late_before = state.late_samples
         if source not in ("risk", "alerts.ack"):
             # the features of the patient's clock, before this record moves it on
@@ -539,8 +590,11 @@ def create_app(config: WorkerConfig, clock: Clock = _wall_clock) -> faust.App:
             event, message, taken_at = item
             if not event.message.offset % STAGE_SAMPLE_EVERY:
                 merge_wait.observe(max(0.0, now - taken_at))
+            due = retiring.get(partition)
+            if due and due[0][0] <= at:
+                retire_due(partition, at, event)
             try:
-                entry, found = apply_decoded(event, kind, message)
+                entry, found = apply_decoded(event, kind, message, at)
             except Exception as exc:  # one bad record must never stop the unit's monitoring
                 failed.append((event, kind, exc))
                 continue
@@ -600,6 +654,8 @@ def create_app(config: WorkerConfig, clock: Clock = _wall_clock) -> faust.App:
                 # written: memory stays bounded by the beds, not by every patient ever
                 # seen; a later record of the patient reloads the state (``patient_of``)
                 del live[patient_id]
+                if not state.retired:  # and the table by those of the last 30 days
+                    expect_retirement(entry.partition, patient_id, state.discharged_at)
 
     to_worker = metrics.WORKER_STAGE_LATENCY.labels("to_worker")
     merge_wait = metrics.WORKER_STAGE_LATENCY.labels("merge_wait")

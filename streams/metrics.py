@@ -76,6 +76,10 @@ PATIENTS_IN_MEMORY = Gauge(
     "vigil_worker_patients_in_memory",
     "Patients whose state this worker holds in memory (discharged ones leave once written)",
 )
+STATES_RETIRED = Counter(
+    "vigil_patient_states_retired_total",
+    "Discharged patients' states reduced to a stub 30 days (event time) after discharge",
+)
 
 WATCH_EVERY_S = 2.0
 """How often lag, alarm gauges and readiness are refreshed (in the event loop)."""

@@ -98,6 +98,7 @@ class OfflinePipeline:
                         drafts += found
                 continue
             state = self._state(item.patient_id)
+            state.retire_if_due(at)  # as the worker: a month after a discharge, a stub
             if isinstance(item, ObservationMessage):
                 drafts += state.apply_observations(kind, item, self.rules)
             else:

@@ -99,6 +99,12 @@ STREAMING_CADENCE_S = 30.0
 """A source with a cadence at or below this is a streaming device (a monitor)."""
 JUMP_CONFIRM = 3
 """Messages in a row ahead of the clock that make a streaming source's jump real."""
+RETIRE_AFTER_DISCHARGE_S = 30 * DAY_S
+"""A discharged patient's history is forgotten this long after the discharge (event
+time): the longest any rule looks back is the body weight (``facts``: up to 30 days
+old, for urine output per kg); creatinine baselines reach back 7 days (KDIGO 2012,
+CLINICAL.md). What remains is a stub (``retire_if_due``), so the state table does not
+keep every patient ever seen at full size."""
 
 CONTINUOUS_FEATURES: Mapping[Quantity, tuple[str, ...]] = {
     Quantity.ABP_MEAN: ("map_mmhg", "map_median_1min_mmhg"),
@@ -339,8 +345,31 @@ class PatientState:
         # latest grid time of its partition's "no data" ticks this state has been through
         # (ticked, or not due): after a reload, ticks up to it are not evaluated again
         self.ticked_at: float | None = None
+        self.retired = False  # only the stub of a long-discharged patient (``retire_if_due``)
 
     # ---- input -------------------------------------------------------------------
+
+    def retire_if_due(self, at: float) -> bool:
+        """Keep only a stub once ``at`` (event time) is ``RETIRE_AFTER_DISCHARGE_S`` past
+        the discharge: the id, the discharge and clock times, the offsets applied and the
+        late / future counts. Nothing a rule reads survives, nor would it be used by then:
+        a readmission starts afresh. True when it retired the state now.
+
+        >>> state = PatientState("p1")
+        >>> state.discharged_at, state.clock, state.quantity_at = 0.0, 0.0, {"heart_rate": 0.0}
+        >>> state.retire_if_due(29 * DAY_S), state.retire_if_due(30 * DAY_S)
+        (False, True)
+        >>> state.retired, state.discharged_at, state.quantity_at, state.retire_if_due(31 * DAY_S)
+        (True, 0.0, {}, False)
+        """
+        discharged_at = self.discharged_at
+        if self.retired or discharged_at is None or at < discharged_at + RETIRE_AFTER_DISCHARGE_S:
+            return False
+        kept = (self.clock, self.offsets, self.late_samples, self.future_samples)
+        self.__dict__.update(PatientState(self.patient_id).__dict__)
+        self.clock, self.offsets, self.late_samples, self.future_samples = kept
+        self.discharged_at, self.retired = discharged_at, True
+        return True
 
     def seen(self, position: str, offset: int) -> bool:
         """True when the record at ``offset`` of ``position`` (topic:partition) was applied.
@@ -425,7 +454,7 @@ class PatientState:
             self.care_unit = event.care_unit or self.care_unit
             self.site = event.site or self.site
             if isinstance(event, Admission):
-                self.discharged_at = None
+                self.discharged_at, self.retired = None, False
         elif isinstance(event, Discharge):
             self.discharged_at = at
             context = self._context(event.received_at)
@@ -820,6 +849,19 @@ class PatientState:
     # ---- state ---------------------------------------------------------------------
 
     def to_state(self) -> dict[str, Any]:
+        if self.retired:  # a stub: what ``retire_if_due`` keeps, and where it was
+            return {
+                "id": self.patient_id,
+                "bed": self.bed,
+                "unit": self.care_unit,
+                "site": self.site,
+                "offsets": self.offsets,
+                "clock": self.clock,
+                "discharged": self.discharged_at,
+                "late": self.late_samples,
+                "future": self.future_samples,
+                "retired": True,
+            }
         return {
             "id": self.patient_id,
             "bed": self.bed,
@@ -848,6 +890,12 @@ class PatientState:
     def from_state(cls, state: dict[str, Any]) -> PatientState:
         patient = cls(state["id"])
         patient.bed, patient.care_unit, patient.site = state["bed"], state["unit"], state["site"]
+        if state.get("retired"):
+            patient.offsets = dict(state["offsets"])
+            patient.clock, patient.discharged_at = state["clock"], state["discharged"]
+            patient.late_samples, patient.future_samples = state["late"], state["future"]
+            patient.retired = True
+            return patient
         # a group added since the state was written starts empty
         patient.groups.update(
             {name: _GROUP_TYPES[name].from_state(group) for name, group in state["groups"].items()}

@@ -575,10 +575,21 @@ def panels() -> list[dict[str, Any]]:
             w=8,
         ),
         series(
-            "Patients in memory by worker",
+            "Patients in memory, states retired, by worker",
             "Patients whose state a worker holds in memory; a discharged patient's leaves "
-            "once written, so this follows the occupied beds.",
-            [(f"sum by (instance) (vigil_worker_patients_in_memory{{{W}}})", "{{instance}}")],
+            "once written, so this follows the occupied beds. Retired: discharged patients' "
+            "states reduced to a stub in the table 30 days (event time) after discharge, "
+            "per day.",
+            [
+                (
+                    f"sum by (instance) (vigil_worker_patients_in_memory{{{W}}})",
+                    "{{instance}} in memory",
+                ),
+                (
+                    f"sum by (instance) (increase(vigil_patient_states_retired_total{{{W}}}[1d]))",
+                    "{{instance}} retired /day",
+                ),
+            ],
             x=16,
             w=8,
         ),

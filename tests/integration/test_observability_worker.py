@@ -1,7 +1,8 @@
 """A real worker on the session broker: /healthz and /readyz turn ready, /metrics shows
 the consumer lag of its input partitions and the alarm it raised as an active alarm, a
-discharged patient's state leaves memory, and its log is JSON lines in which the
-patient's id never appears."""
+discharged patient's state leaves memory and, a month of event time later, shrinks to a
+stub in the table's changelog, and its log is JSON lines in which the patient's id never
+appears."""
 
 from __future__ import annotations
 
@@ -13,11 +14,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from kafka import KafkaProducer
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from schemas.common import SourceInfo
 from schemas.context import ContextEvent, Discharge
 from services.simulator import HypotensionEpisode, SimulationConfig, patient_id_of, simulate
+from streams.offline import partition_of
+from streams.patient import RETIRE_AFTER_DISCHARGE_S
+from tests.support.patients import vitals as vital_signs
 from tests.support.stack import Stack, unique_prefix, wait_for
 
 CONFIG = SimulationConfig(
@@ -38,6 +42,28 @@ def probe(port: int, path: str) -> tuple[int, dict[str, object] | None]:
         return exc.code, json.loads(exc.read())
     except OSError:
         return 0, None
+
+
+def changelog_values(stack: Stack, key: bytes) -> list[dict[str, object] | None]:
+    """Every value written for ``key`` to the state table's changelog, in order."""
+    topic = f"{stack.app_id}-patient-state-changelog"
+    consumer = KafkaConsumer(bootstrap_servers=stack.bootstrap, enable_auto_commit=False)
+    try:
+        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)]
+        consumer.assign(partitions)
+        consumer.seek_to_beginning()
+        ends = consumer.end_offsets(partitions)
+        values: list[dict[str, object] | None] = []
+        while any(consumer.position(tp) < end for tp, end in ends.items()):
+            for records in consumer.poll(timeout_ms=1000).values():
+                values += [
+                    None if r.value is None else json.loads(r.value)
+                    for r in records
+                    if r.key == key
+                ]
+        return values
+    finally:
+        consumer.close()
 
 
 def scrape(port: int) -> str:
@@ -135,6 +161,39 @@ def test_worker_probes_lag_active_alarms_and_json_logs_without_patient_ids(
             "the discharged patient's state out of memory",
             stack.worker_log,
         )
+        written = changelog_values(stack, patient.encode())[-1]
+        assert written is not None
+        assert written["discharged"] is not None
+        assert "groups" in written  # the full state, until a month after the discharge
+
+        # a month later in event time, a record of another patient of the same partition
+        # retires the discharged state: the changelog's latest value is a stub
+        partitions = stack.partitions
+        other = next(
+            f"p-later-{i}"
+            for i in range(1000)
+            if partition_of(f"p-later-{i}", partitions) == partition_of(patient, partitions)
+        )
+        later = end + timedelta(seconds=RETIRE_AFTER_DISCHARGE_S + 60)
+        producer = KafkaProducer(bootstrap_servers=stack.bootstrap, acks="all")
+        producer.send(
+            stack.registry.vitals,
+            key=other.encode(),
+            value=vital_signs(other, later, 80).model_dump_json().encode(),
+        )
+        producer.flush()
+        producer.close()
+        wait_for(
+            lambda: stack.metric("vigil_patient_states_retired_total") == 1,
+            30,
+            "the discharged patient's state retired",
+            stack.worker_log,
+        )
+        stub = changelog_values(stack, patient.encode())[-1]
+        assert stub is not None
+        assert stub["retired"] is True
+        assert "groups" not in stub
+        assert len(json.dumps(stub)) < 1000
     finally:
         stack.stop_all()
 
