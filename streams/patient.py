@@ -849,7 +849,7 @@ class PatientState:
     # ---- state ---------------------------------------------------------------------
 
     def to_state(self) -> dict[str, Any]:
-        if self.retired:  # a stub: what ``retire_if_due`` keeps, and where it was
+        if self.retired:  # a stub: what ``retire_if_due`` keeps (bed and unit: set since)
             return {
                 "id": self.patient_id,
                 "bed": self.bed,
