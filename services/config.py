@@ -44,6 +44,12 @@ class Settings(BaseSettings):
     replication_factor: int = Field(default=1, ge=1)
 
     app_id: str = Field(default="vigil-worker", description="Faust app id = consumer group")
+    merge_queue_max: int = Field(
+        default=5000,
+        ge=2,
+        description="Records one source may queue per partition in the worker's event-time"
+        " merge before its reading pauses (a backlog read unevenly stays bounded)",
+    )
     store: str = Field(
         default="rocksdb://", description="Faust table store: rocksdb:// or memory://"
     )

@@ -45,6 +45,7 @@ def worker_config(settings: Settings, rules_path: Path | None = None) -> WorkerC
         datadir=settings.data_dir / "worker" / settings.app_id,
         topics=settings.topics,
         rules=load_rules(rules_path),
+        merge_queue_max=settings.merge_queue_max,
     )
 
 

@@ -144,6 +144,7 @@ class WorkerConfig:
     datadir: Path
     topics: TopicRegistry
     rules: RuleSet
+    merge_queue_max: int = 5000  # records a source may queue per partition (``regulate``)
 
 
 @dataclass
@@ -226,6 +227,7 @@ def create_app(config: WorkerConfig, clock: Clock = _wall_clock) -> faust.App:
     resume: dict[int, float] = {}  # partition -> grid time its ticks resume after (reloaded)
     # partition -> heap of (event time, patient id): discharged states to retire then
     retiring: dict[int, list[tuple[float, str]]] = {}
+    paused: dict[int, set[str]] = {}  # partition -> sources whose reading the merge paused
     # lag, alarms shown, readiness: refreshed every few seconds (services.worker starts it)
     metrics.watch_worker(app, lambda: [entry.state for entry in live.values()], config.rules)
 
@@ -276,6 +278,7 @@ def create_app(config: WorkerConfig, clock: Clock = _wall_clock) -> faust.App:
         schedules.clear()
         resume.clear()
         retiring.clear()
+        paused.clear()  # faust pauses, then resumes, every assigned partition itself
         taken.clear()
         rebalanced = True
 
@@ -602,6 +605,21 @@ def create_app(config: WorkerConfig, clock: Clock = _wall_clock) -> faust.App:
             drafts += found
         return drafts
 
+    def regulate(partition: int) -> None:
+        """Pause reading a source of ``partition`` that is far ahead of the others in
+        the merge, resume it once the merge has caught up (``PartitionMerge.flow``):
+        memory stays bounded while a backlog is read, and the alerts are the same."""
+        sources = paused.setdefault(partition, set())
+        pause, resume = merges[partition].flow(sources, config.merge_queue_max)
+        if pause:
+            app.consumer.pause_partitions({TP(topics.name(s), partition) for s in pause})
+            sources |= pause
+            for source in pause:
+                metrics.MERGE_PAUSES.labels(source).inc()
+        if resume:
+            app.consumer.resume_partitions({TP(topics.name(s), partition) for s in resume})
+            sources -= resume
+
     def hold(event: Any, entry: _Live, touched: dict[str, _Live], *, merged: bool = False) -> None:
         """Keep the record un-acknowledged until the state that contains it is written.
 
@@ -787,6 +805,8 @@ def create_app(config: WorkerConfig, clock: Clock = _wall_clock) -> faust.App:
             failed: list[tuple[Any, str, Exception]] = []
             for partition in sorted(merges):
                 drafts += release(partition, touched, failed)
+                if since == epoch:
+                    regulate(partition)
             for bad_event, bad_source, error in failed:
                 # the error's text (which may name the patient) goes to the dead letter only
                 log.error("%s record failed (%s); dead-lettered", bad_source, type(error).__name__)

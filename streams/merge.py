@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import heapq
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Set
 from typing import Any
 
 TICK_EVERY_S = 5.0
@@ -61,6 +61,26 @@ class PartitionMerge:
 
     def __len__(self) -> int:
         return sum(len(q) for q in self.queues.values())
+
+    def flow(self, paused: Set[str], cap: int) -> tuple[set[str], set[str]]:
+        """(sources to pause, paused sources to resume): pause one whose queue reached
+        ``cap`` records, resume one back at ``cap // 2``.
+
+        A backlog is read unevenly (Kafka fetches by bytes, so small context and lab
+        records run far ahead of vital signs) and the merge would hold all of that
+        ahead. Never a deadlock: the merge only waits for a source whose queue is empty,
+        and such a source is never paused (a paused one is resumed before it empties).
+        The output does not change: the merge releases in event time at any pace.
+
+        >>> merge = PartitionMerge()
+        >>> for i in range(4):
+        ...     merge.add("labs", float(i), None)
+        >>> merge.flow(set(), cap=4), merge.flow({"labs"}, cap=4), merge.flow({"vitals"}, cap=4)
+        (({'labs'}, set()), (set(), set()), ({'labs'}, {'vitals'}))
+        """
+        pause = {s for s, q in self.queues.items() if len(q) >= cap and s not in paused}
+        resume = {s for s in paused if len(self.queues[s]) <= cap // 2}
+        return pause, resume
 
     def release(self, caught_up: Callable[[str], bool]) -> Iterator[tuple[str, float, Any]]:
         """Yield ``(source, time, item)`` in event-time order and ``("tick", g, None)``.

@@ -76,6 +76,12 @@ PATIENTS_IN_MEMORY = Gauge(
     "vigil_worker_patients_in_memory",
     "Patients whose state this worker holds in memory (discharged ones leave once written)",
 )
+MERGE_PAUSES = Counter(
+    "vigil_worker_merge_pauses_total",
+    "Times the event-time merge paused reading a source's partition, far ahead of the"
+    " others (while a backlog is read)",
+    ["source"],
+)
 STATES_RETIRED = Counter(
     "vigil_patient_states_retired_total",
     "Discharged patients' states reduced to a stub 30 days (event time) after discharge",

@@ -579,7 +579,8 @@ def panels() -> list[dict[str, Any]]:
             "Patients whose state a worker holds in memory; a discharged patient's leaves "
             "once written, so this follows the occupied beds. Retired: discharged patients' "
             "states reduced to a stub in the table 30 days (event time) after discharge, "
-            "per day.",
+            "per day. Input pauses: a topic-partition read far ahead of the others is "
+            "paused so that the event-time merge stays bounded (while a backlog is read).",
             [
                 (
                     f"sum by (instance) (vigil_worker_patients_in_memory{{{W}}})",
@@ -588,6 +589,10 @@ def panels() -> list[dict[str, Any]]:
                 (
                     f"sum by (instance) (increase(vigil_patient_states_retired_total{{{W}}}[1d]))",
                     "{{instance}} retired /day",
+                ),
+                (
+                    f"sum by (instance) (increase(vigil_worker_merge_pauses_total{{{W}}}[1h]))",
+                    "{{instance}} input pauses /h (merge ahead)",
                 ),
             ],
             x=16,

@@ -1,6 +1,7 @@
-"""The simulator's scenario set through the real broker and worker, in real time (1x) and at
-full speed: identical alert events (ignoring the wall-clock fields), and identical to the
-worker's pipeline run without Kafka (``streams.offline``).
+"""The simulator's scenario set through the real broker and worker, in real time (1x), at
+full speed, and as a backlog read by a worker whose merge must keep pausing its inputs:
+identical alert events (ignoring the wall-clock fields), and identical to the worker's
+pipeline run without Kafka (``streams.offline``).
 
 A 400-s plan that raises physiological, escalating and technical alarms within minutes:
 hypotension (MAP rule and shock index), cerebral desaturation (rSO2 drop, low, asymmetry),
@@ -9,8 +10,12 @@ and a bedside monitor disconnect ("no data" from vitals and the arterial line, a
 
 from __future__ import annotations
 
+import re
+import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
+
+import pytest
 
 from schemas.alerts import AlertEvent
 from services.sim.engine import IcuConfig, simulate_icu
@@ -37,19 +42,34 @@ def simulate_args() -> list[str]:
     return args
 
 
-def through_the_broker(bootstrap: str, workdir: Path, speed: str) -> list[dict[str, object]]:
+def through_the_broker(
+    bootstrap: str, workdir: Path, speed: str, *, backlog: bool = False
+) -> tuple[list[dict[str, object]], float]:
+    """(alert events, merge pauses); ``backlog``: the worker starts once all is published."""
     stack = Stack(bootstrap, workdir, unique_prefix(f"x{speed}"))
     try:
         stack.create_topics()
-        stack.start_worker()
+        if not backlog:
+            stack.start_worker()
         done = stack.vigil(*simulate_args(), "--speed", speed, timeout_s=DURATION_S + 300)
         assert done.returncode == 0, done.stderr
+        if backlog:
+            stack.start_worker()
         stack.wait_until_processed("vitals")
         stack.wait_until_processed("nirs")
+        pauses = merge_pauses(stack.metrics_port)
         events = [AlertEvent.model_validate_json(v) for v in stack.read_all("alerts")]
     finally:
         stack.stop_all()
-    return [e.model_dump(mode="json", exclude=WALL_CLOCK_FIELDS) for e in events]
+    return [e.model_dump(mode="json", exclude=WALL_CLOCK_FIELDS) for e in events], pauses
+
+
+def merge_pauses(port: int) -> float:
+    """The worker's ``vigil_worker_merge_pauses_total``, summed over its sources."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    found = re.findall(r"^vigil_worker_merge_pauses_total\{[^}]*\} (\S+)$", text, re.MULTILINE)
+    return sum(float(value) for value in found)
 
 
 def without_kafka() -> list[dict[str, object]]:
@@ -96,9 +116,22 @@ def test_real_time_and_full_speed_give_the_same_alert_events(
         ("technical.vitals_no_data", "start"),
         ("technical.vitals_no_data", "end"),
     } <= rules
-    full_speed = through_the_broker(kafka_bootstrap, tmp_path / "max", "max")
+    full_speed, _ = through_the_broker(kafka_bootstrap, tmp_path / "max", "max")
     assert summary(full_speed) == summary(expected)
     assert by_patient(full_speed) == by_patient(expected)
-    real_time = through_the_broker(kafka_bootstrap, tmp_path / "1x", "1")
+    real_time, _ = through_the_broker(kafka_bootstrap, tmp_path / "1x", "1")
     assert summary(real_time) == summary(expected)
     assert by_patient(real_time) == by_patient(expected)
+
+
+def test_a_backlog_read_through_merge_pauses_gives_the_same_alert_events(
+    kafka_bootstrap: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Everything is published before the worker starts, and its merge may queue only 2
+    records per source and partition: its reading pauses and resumes (and never stalls)."""
+    monkeypatch.setenv("VIGIL_MERGE_QUEUE_MAX", "2")
+    backlog, pauses = through_the_broker(kafka_bootstrap, tmp_path, "max", backlog=True)
+    assert pauses > 0
+    expected = without_kafka()
+    assert summary(backlog) == summary(expected)
+    assert by_patient(backlog) == by_patient(expected)
