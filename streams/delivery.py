@@ -79,6 +79,15 @@ class DirectDeliveryConsumer(aiokafka_driver.Consumer):
             raise
         return await super().wait_first(_Continue(deliver, yielded), suspended)
 
+    def on_buffer_drop(self, tp: Any) -> None:
+        """faust makes a partition whose stream buffer drained active again, even one
+        the app paused (``pause_partitions``): while a backlog is read that undid the
+        worker's merge pauses at once. A paused partition stays paused."""
+        if tp in self._paused_partitions:
+            self._buffered_partitions.discard(tp)
+            return
+        super().on_buffer_drop(tp)
+
 
 def _close(awaitable: Any) -> None:
     if asyncio.iscoroutine(awaitable):
