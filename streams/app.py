@@ -39,7 +39,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import faust
 from faust.streams import _current_event
@@ -54,7 +54,7 @@ from schemas.observations import CrrtStatus, LabResults, NirsSample, Observation
 from schemas.topics import TopicRegistry
 from streams import metrics
 from streams.alarm import AlertDraft
-from streams.delivery import DirectDeliveryTransport
+from streams.delivery import DirectDeliveryConsumer, DirectDeliveryTransport
 from streams.merge import SOURCES as MERGED_SOURCES
 from streams.merge import PartitionMerge, TickSchedule
 from streams.offline import partition_of
@@ -612,7 +612,8 @@ def create_app(config: WorkerConfig, clock: Clock = _wall_clock) -> faust.App:
         sources = paused.setdefault(partition, set())
         pause, resume = merges[partition].flow(sources, config.merge_queue_max)
         if pause:
-            app.consumer.pause_partitions({TP(topics.name(s), partition) for s in pause})
+            consumer = cast(DirectDeliveryConsumer, app.consumer)
+            consumer.pause_fetching({TP(topics.name(s), partition) for s in pause})
             sources |= pause
             for source in pause:
                 metrics.MERGE_PAUSES.labels(source).inc()

@@ -17,7 +17,7 @@ abandons it. A suspended or stopping consumer always takes faust's path.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine, Generator
+from collections.abc import Coroutine, Generator, Iterable
 from typing import Any
 
 from faust.transport.drivers import aiokafka as aiokafka_driver
@@ -79,12 +79,34 @@ class DirectDeliveryConsumer(aiokafka_driver.Consumer):
             raise
         return await super().wait_first(_Continue(deliver, yielded), suspended)
 
+    def pause_fetching(self, tps: Iterable[Any]) -> None:
+        """The app's pause: fetch no more from ``tps``, but deliver what already was.
+
+        faust's ``pause_partitions`` only takes partitions out of the active set, and its
+        fetch loop skips a record of a partition neither active nor *buffered* (stream
+        buffer full). A pause while that loop is between two records of one fetch (it
+        awaits flow control and the producer's buffer per record) would skip the rest,
+        and aiokafka has already moved the position past them: never applied, and not
+        read again before a restart. faust's own pauses (rebalance, recovery) seek back to
+        the committed offsets afterwards; the app's merge pauses do not, so its paused
+        partitions are also marked buffered: the records in flight get through, and the
+        next fetch still leaves them out.
+        """
+        tpset = set(tps)
+        self.pause_partitions(tpset)
+        self._buffered_partitions.update(tpset)
+
+    def resume_partitions(self, tps: Iterable[Any]) -> None:
+        tpset = set(tps)
+        super().resume_partitions(tpset)
+        self._buffered_partitions.difference_update(tpset)
+
     def on_buffer_drop(self, tp: Any) -> None:
         """faust makes a partition whose stream buffer drained active again, even one
         the app paused (``pause_partitions``): while a backlog is read that undid the
-        worker's merge pauses at once. A paused partition stays paused."""
+        worker's merge pauses at once. A paused partition stays paused (and buffered,
+        so that what was fetched before the pause is still delivered)."""
         if tp in self._paused_partitions:
-            self._buffered_partitions.discard(tp)
             return
         super().on_buffer_drop(tp)
 

@@ -42,10 +42,14 @@ def simulate_args() -> list[str]:
     return args
 
 
+SOURCES = ("vitals", "nirs", "crrt", "labs", "context")
+
+
 def through_the_broker(
     bootstrap: str, workdir: Path, speed: str, *, backlog: bool = False
-) -> tuple[list[dict[str, object]], float]:
-    """(alert events, merge pauses); ``backlog``: the worker starts once all is published."""
+) -> tuple[list[dict[str, object]], float, dict[str, tuple[float, int]]]:
+    """(alert events, merge pauses, per source the records the worker took and those
+    published); ``backlog``: the worker starts once all is published."""
     stack = Stack(bootstrap, workdir, unique_prefix(f"x{speed}"))
     try:
         stack.create_topics()
@@ -55,21 +59,29 @@ def through_the_broker(
         assert done.returncode == 0, done.stderr
         if backlog:
             stack.start_worker()
-        stack.wait_until_processed("vitals")
-        stack.wait_until_processed("nirs")
-        pauses = merge_pauses(stack.metrics_port)
+        published = {source: stack.published(source) for source in SOURCES}
+        for source, count in published.items():
+            if count:
+                stack.wait_until_processed(source)
+        text = scrape(stack.metrics_port)
+        pauses = sum(counter(text, "vigil_worker_merge_pauses_total").values())
+        samples_in = counter(text, "vigil_samples_in_total")
+        taken = {s: (samples_in.get(s, 0.0), published[s]) for s in SOURCES}
         events = [AlertEvent.model_validate_json(v) for v in stack.read_all("alerts")]
     finally:
         stack.stop_all()
-    return [e.model_dump(mode="json", exclude=WALL_CLOCK_FIELDS) for e in events], pauses
+    return [e.model_dump(mode="json", exclude=WALL_CLOCK_FIELDS) for e in events], pauses, taken
 
 
-def merge_pauses(port: int) -> float:
-    """The worker's ``vigil_worker_merge_pauses_total``, summed over its sources."""
+def scrape(port: int) -> str:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-        text = response.read().decode()
-    found = re.findall(r"^vigil_worker_merge_pauses_total\{[^}]*\} (\S+)$", text, re.MULTILINE)
-    return sum(float(value) for value in found)
+        return str(response.read().decode())
+
+
+def counter(text: str, name: str) -> dict[str, float]:
+    """A counter labelled by ``source``, per source."""
+    found = re.findall(rf'^{name}\{{source="([^"]*)"\}} (\S+)$', text, re.MULTILINE)
+    return {source: float(value) for source, value in found}
 
 
 def without_kafka() -> list[dict[str, object]]:
@@ -116,10 +128,10 @@ def test_real_time_and_full_speed_give_the_same_alert_events(
         ("technical.vitals_no_data", "start"),
         ("technical.vitals_no_data", "end"),
     } <= rules
-    full_speed, _ = through_the_broker(kafka_bootstrap, tmp_path / "max", "max")
+    full_speed, _, _ = through_the_broker(kafka_bootstrap, tmp_path / "max", "max")
     assert summary(full_speed) == summary(expected)
     assert by_patient(full_speed) == by_patient(expected)
-    real_time, _ = through_the_broker(kafka_bootstrap, tmp_path / "1x", "1")
+    real_time, _, _ = through_the_broker(kafka_bootstrap, tmp_path / "1x", "1")
     assert summary(real_time) == summary(expected)
     assert by_patient(real_time) == by_patient(expected)
 
@@ -128,10 +140,12 @@ def test_a_backlog_read_through_merge_pauses_gives_the_same_alert_events(
     kafka_bootstrap: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Everything is published before the worker starts, and its merge may queue only 2
-    records per source and partition: its reading pauses and resumes (and never stalls)."""
+    records per source and partition: its reading pauses and resumes, never stalls, and
+    takes every record exactly once (a pause must not drop records already fetched)."""
     monkeypatch.setenv("VIGIL_MERGE_QUEUE_MAX", "2")
-    backlog, pauses = through_the_broker(kafka_bootstrap, tmp_path, "max", backlog=True)
+    backlog, pauses, taken = through_the_broker(kafka_bootstrap, tmp_path, "max", backlog=True)
     assert pauses > 0
+    assert taken == {source: (float(count), count) for source, (_, count) in taken.items()}
     expected = without_kafka()
     assert summary(backlog) == summary(expected)
     assert by_patient(backlog) == by_patient(expected)

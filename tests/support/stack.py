@@ -164,6 +164,16 @@ class Stack:
             on_timeout=lambda: f"{self.offsets_report(base_topic)}\n{self.worker_log()}",
         )
 
+    def published(self, base_topic: str) -> int:
+        """Records on a topic (its end offsets summed over partitions)."""
+        topic = self.registry.name(base_topic)
+        consumer = KafkaConsumer(bootstrap_servers=self.bootstrap)
+        try:
+            ends = consumer.end_offsets([TopicPartition(topic, p) for p in range(self.partitions)])
+        finally:
+            consumer.close()
+        return sum(ends.values())
+
     def offsets_report(self, base_topic: str) -> str:
         """End offsets and the group's committed offsets, for a failure message."""
         topic = self.registry.name(base_topic)
