@@ -133,6 +133,12 @@ def model_import(source: Path, outcome: str, checkpoint: Path | None) -> None:
     show_default=True,
 )
 @click.option("--timeout", type=float, default=6 * 3600.0, show_default=True, help="Seconds")
+@click.option(
+    "--keep-topics",
+    is_flag=True,
+    help="Keep the run's topics on the broker (default: deleted once scored; a full set A"
+    " run leaves gigabytes)",
+)
 def evaluate_physionet(
     data: Path,
     pretrain: Path | None,
@@ -144,11 +150,12 @@ def evaluate_physionet(
     stagger_h: float,
     results: Path,
     timeout: float,
+    keep_topics: bool,
 ) -> None:
     """Replay PhysioNet 2019 DATA through the broker, worker and risk agent; print the
     normalised utility, AUROC, AUPRC, alerts per patient-day, and the baselines."""
     from services import procs
-    from services.kafka_io import create_topics, reliable_producer
+    from services.kafka_io import create_topics, delete_topics, reliable_producer
     from services.kafka_local import free_port, wait_for_broker
     from services.physionet_eval import (
         BrokerRun,
@@ -189,6 +196,7 @@ def evaluate_physionet(
         app_id=f"vigil-eval-{stamp}",
         partitions=settings.partitions,
     )
+    figures["topic_prefix"] = run.prefix
     try:
         wait_for_broker(run.bootstrap, timeout_s=30)
     except Exception as exc:
@@ -272,6 +280,10 @@ def evaluate_physionet(
             procs.stop(proc, timeout_s=30)
     risk_values = [v for _k, v in read_topic(run.bootstrap, registry.name("risk"))]
     feature_values = [v for _k, v in read_topic(run.bootstrap, registry.name("features"))]
+    if not keep_topics:  # the run's own topics and the worker's internal ones (changelog)
+        figures["topics_deleted"] = len(
+            delete_topics(run.bootstrap, (run.prefix, f"{run.app_id}-"))
+        )
     scored, model_rows = score_broker_output(files, anchors, risk_values, feature_values, threshold)
     figures |= scored
     figures |= plots(model_rows, results.with_suffix(""), f"Vigil risk ({learner})")

@@ -93,6 +93,20 @@ def _check_after_create(
             time.sleep(0.25)
 
 
+def delete_topics(bootstrap_servers: str, starting_with: Iterable[str]) -> list[str]:
+    """Delete every topic whose name starts with one of ``starting_with`` (a deployment's
+    prefix, a faust app id's internal topics); returns the names deleted."""
+    prefixes = tuple(starting_with)
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap_servers, client_id="vigil-admin")
+    try:
+        doomed = sorted(t for t in admin.list_topics() if t.startswith(prefixes))
+        if doomed:
+            admin.delete_topics(doomed)
+    finally:
+        admin.close()
+    return doomed
+
+
 def reliable_producer(bootstrap_servers: str, *, client_id: str) -> KafkaProducer:
     """A producer that counts a write done only when every in-sync replica has it."""
     return KafkaProducer(
