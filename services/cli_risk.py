@@ -197,6 +197,17 @@ def evaluate_physionet(
         partitions=settings.partitions,
     )
     figures["topic_prefix"] = run.prefix
+    try:  # the data first: a wrong path or range fails before anything starts
+        files = select_files(data, ids, patients)
+        pretrain_files = select_files(pretrain, pretrain_ids) if pretrain is not None else []
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
+    overlap = {f.patient_id for f in pretrain_files} & {f.patient_id for f in files}
+    if overlap:  # scored on patients it learned from: the figures would mean nothing
+        raise click.ClickException(
+            f"{len(overlap)} patients (e.g. {min(overlap)}) are both pretrained on and"
+            " evaluated: give disjoint --pretrain-ids and --ids"
+        )
     try:
         wait_for_broker(run.bootstrap, timeout_s=30)
     except Exception as exc:
@@ -207,16 +218,16 @@ def evaluate_physionet(
     engine = RiskEngine(config)
     if pretrain is not None:
         t0 = time.monotonic()
-        files = select_files(pretrain, pretrain_ids)
-        click.echo(f"pretraining {learner} on {len(files)} patients of {pretrain} ...", err=True)
-        learned = pretrain_engine(engine, files)
+        click.echo(
+            f"pretraining {learner} on {len(pretrain_files)} patients of {pretrain} ...", err=True
+        )
+        learned = pretrain_engine(engine, pretrain_files)
         engine = loads(dumps(engine.without_patients()))
         figures["pretrain_rows"] = learned
         figures["pretrain_s"] = round(time.monotonic() - t0, 1)
     checkpoint = run.workdir / "risk.ckpt"
     write_atomic(checkpoint, dumps(engine))
 
-    files = select_files(data, ids, patients)
     anchors = staggered_anchors(
         [f.patient_id for f in files], DEFAULT_START, timedelta(hours=stagger_h)
     )

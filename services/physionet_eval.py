@@ -304,8 +304,19 @@ def id_range(text: str | None) -> tuple[str, str]:
 
 
 def select_files(path: Path, ids: str | None, limit: int | None = None) -> list[PatientFile]:
+    """The patients of ``path`` with ids in ``ids`` (first ``limit``); a clear error when none.
+
+    >>> select_files(Path("/nonexistent.zip"), None)
+    Traceback (most recent call last):
+    ...
+    ValueError: /nonexistent.zip holds no PhysioNet 2019 patient file (pNNNNNN.psv)
+    """
     low, high = id_range(ids)
-    files = [f for f in patient_files(path) if low <= f.patient_id <= high]
+    found = patient_files(path) if path.exists() else []
+    files = [f for f in found if low <= f.patient_id <= high]
+    if not files:
+        where = f" with ids in {ids}" if ids else ""
+        raise ValueError(f"{path} holds no PhysioNet 2019 patient file (pNNNNNN.psv){where}")
     return files[:limit] if limit else files
 
 

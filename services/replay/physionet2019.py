@@ -37,9 +37,11 @@ from __future__ import annotations
 import bisect
 import math
 import tarfile
+import zipfile
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import partial
 from pathlib import Path
 from types import MappingProxyType
 
@@ -110,10 +112,12 @@ class PatientFile:
 def patient_files(
     path: Path, *, limit: int | None = None, only: frozenset[str] | None = None
 ) -> list[PatientFile]:
-    """The selected patients of a folder of ``.psv`` files or a ``.tar.gz``, sorted by id.
+    """The selected patients of ``path``, sorted by id: one ``.psv`` file, a folder (its
+    subfolders too: the challenge's ``training/training_setA`` and ``training_setB``), or
+    an archive as PhysioNet distributes it (``.zip``, ``.tar.gz``, any tar).
 
-    The archive is streamed once (``r|gz``, nothing extracted to disk); only selected members
-    are kept: those in ``only`` and, with ``limit``, the ``limit`` smallest ids.
+    An archive is read once, nothing extracted to disk; only selected members are kept:
+    those in ``only`` and, with ``limit``, the ``limit`` smallest ids.
     """
     chosen: dict[str, bytes] = {}
     smallest: list[str] = []  # sorted ids kept so far, when ``limit`` is set
@@ -130,10 +134,18 @@ def patient_files(
         chosen[pid] = read()
 
     if path.is_dir():
-        for file in sorted(path.glob("*.psv")):
+        for file in sorted(path.rglob("*.psv")):
             offer(file.stem, file.read_bytes)
+    elif path.suffix == ".psv":
+        offer(path.stem, path.read_bytes)
+    elif zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as zipped:
+            for info in zipped.infolist():
+                name = Path(info.filename)
+                if not info.is_dir() and name.suffix == ".psv":
+                    offer(name.stem, partial(zipped.read, info))
     else:
-        with tarfile.open(path, "r|gz") as archive:
+        with tarfile.open(path, "r|*") as archive:
             for member in archive:
                 name = Path(member.name)
                 if not member.isfile() or name.suffix != ".psv":

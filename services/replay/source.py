@@ -25,17 +25,17 @@ def sniff(path: Path) -> str:
     if path.is_dir():
         if (path / "chartevents.csv.gz").exists() and (path / "icustays.csv.gz").exists():
             return "mimic3"
-        if any(path.glob("*.psv")):
+        if any(path.rglob("*.psv")):
             return "physionet2019"
-    elif path.name.endswith((".tar.gz", ".tgz")):
+    elif path.name.endswith((".tar.gz", ".tgz", ".tar", ".zip", ".psv")):
         return "physionet2019"
     elif path.suffix == ".csv":
         with path.open() as handle:
             if handle.readline().startswith("minute,"):
                 return "mimic2"
     raise UnknownSourceError(
-        f"{path}: not a PhysioNet 2019 .tar.gz or folder of .psv files, a MIMIC-III folder"
-        " (chartevents.csv.gz, icustays.csv.gz) or a MIMIC-II numerics .csv"
+        f"{path}: not PhysioNet 2019 (.psv files, a folder or a .zip/.tar.gz of them), a"
+        " MIMIC-III folder (chartevents.csv.gz, icustays.csv.gz) or a MIMIC-II numerics .csv"
     )
 
 

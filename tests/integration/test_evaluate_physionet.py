@@ -36,7 +36,8 @@ def evaluate(stack: Stack, results: Path) -> dict[str, object]:
         timeout_s=420,
     )
     assert done.returncode == 0, done.stderr[-4000:]
-    assert "utility" in done.stdout and "sofa_rise_ge_2" in done.stdout
+    assert "utility" in done.stdout
+    assert "sofa_rise_ge_2" in done.stdout
     figures: dict[str, object] = json.loads(results.read_text())
     return figures
 
@@ -58,13 +59,18 @@ def test_evaluate_physionet_scores_the_model_and_baselines_the_same_twice(
     for figures in (first, second):
         prefix = str(figures["topic_prefix"])
         assert not {t for t in topics(kafka_bootstrap) if t.startswith(prefix)}
-        assert isinstance(figures["topics_deleted"], int) and figures["topics_deleted"] >= 10
+        assert isinstance(figures["topics_deleted"], int)
+        assert figures["topics_deleted"] >= 10
         assert figures["risk_messages"] == figures["feature_snapshots"]
-        assert isinstance(figures["feature_snapshots"], int) and figures["feature_snapshots"] > 0
+        assert isinstance(figures["feature_snapshots"], int)
+        assert figures["feature_snapshots"] > 0
     rows = first["model"]
-    assert isinstance(rows, dict) and rows["patients"] == PATIENTS and rows["septic_patients"] >= 1
+    assert isinstance(rows, dict)
+    assert rows["patients"] == PATIENTS
+    assert rows["septic_patients"] >= 1
     for name in SCORED:
         a, b = first[name], second[name]
-        assert isinstance(a, dict) and isinstance(b, dict)
+        assert isinstance(a, dict)
+        assert isinstance(b, dict)
         assert {k: a[k] for k in FIGURES} == {k: b[k] for k in FIGURES}, name
     assert first["risk_messages"] == second["risk_messages"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import gzip
 import tarfile
+import zipfile
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -15,9 +16,11 @@ from schemas.codes import Quantity
 from schemas.context import ContextEvent
 from schemas.observations import ObservationMessage
 from services.ingest import Outbound
+from services.physionet_eval import select_files
 from services.replay import mimic3
 from services.replay import mimic3_items as items
 from services.replay.common import Skips, event_time
+from services.replay.physionet2019 import patient_files
 from services.replay.source import UnknownSourceError, open_source, sniff
 
 DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
@@ -205,6 +208,36 @@ def test_physionet_folder_of_psv_equals_the_archive(tmp_path: Path) -> None:
     from_tar = [r.value() for r in open_source(PHYSIONET, start=T0, only=only).records]
     assert from_folder == from_tar
     assert len(from_folder) > 50
+
+
+def test_physionet_as_distributed_zip_tree_plain_tar_or_one_file_read_the_same(
+    tmp_path: Path,
+) -> None:
+    """PhysioNet ships the challenge as a zip of ``training/training_setA|B`` folders; a
+    held-out set may come as any of these."""
+    names = ("p000002", "p000009")
+    texts: dict[str, bytes] = {}
+    with tarfile.open(PHYSIONET, "r:gz") as archive:
+        for name in names:
+            handle = archive.extractfile(f"training_setA/{name}.psv")
+            assert handle is not None
+            texts[name] = handle.read()
+    tree = tmp_path / "training" / "training_setA"
+    tree.mkdir(parents=True)
+    zipped, plain = tmp_path / "challenge.zip", tmp_path / "set.tar"
+    with zipfile.ZipFile(zipped, "w") as out_zip, tarfile.open(plain, "w") as out_tar:
+        for name, text in texts.items():
+            (tree / f"{name}.psv").write_bytes(text)
+            out_zip.writestr(f"training/training_setA/{name}.psv", text)
+            out_tar.add(tree / f"{name}.psv", arcname=f"{name}.psv")
+    expected = [(f.patient_id, f.text) for f in patient_files(PHYSIONET, only=frozenset(names))]
+    for source in (tmp_path / "training", zipped, plain):
+        assert sniff(source) == "physionet2019"
+        assert [(f.patient_id, f.text) for f in patient_files(source)] == expected, source
+    single = patient_files(tree / "p000009.psv")
+    assert [(f.patient_id, f.text) for f in single] == expected[1:]
+    with pytest.raises(ValueError, match="holds no PhysioNet 2019 patient file"):
+        select_files(tmp_path / "training", "p100001-")
 
 
 def test_replay_is_deterministic_and_event_time_ordered(physionet: list[Outbound]) -> None:

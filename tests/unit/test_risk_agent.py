@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
+
 from schemas.common import SourceInfo
 from schemas.context import Admission, ContextEvent, Discharge, OutcomeLabel
 from schemas.derived import FeatureSnapshot, FeatureValue, RiskScore
@@ -16,6 +18,7 @@ from streams.risk.engine import EngineConfig
 
 T0 = datetime(2030, 1, 1, tzinfo=UTC)
 SRC = SourceInfo(adapter="test", device_id="t")
+PHYSIONET = Path(__file__).resolve().parents[3] / "shared/data/physionet2019/setA.psv.tar.gz"
 
 
 def snapshot(pid: str, hours: float, hr: float) -> bytes:
@@ -216,3 +219,18 @@ def test_model_export_then_import_warm_starts_another_site(tmp_path: Path) -> No
         ["import", str(out), "--outcome", "mods_progression_6h", "--checkpoint", str(site_b)],
     )
     assert wrong.exit_code != 0
+
+
+@pytest.mark.skipif(not PHYSIONET.exists(), reason="../shared/data not present")
+def test_evaluate_refuses_to_score_patients_it_pretrained_on_before_starting_anything() -> None:
+    from click.testing import CliRunner
+
+    from services.cli_risk import evaluate_physionet
+
+    done = CliRunner().invoke(
+        evaluate_physionet,
+        [str(PHYSIONET), "--pretrain", str(PHYSIONET), "--pretrain-ids", "-p000020"],
+        env={"KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1"},  # never reached
+    )
+    assert done.exit_code == 1
+    assert "20 patients (e.g. p000001) are both pretrained on and evaluated" in done.output
