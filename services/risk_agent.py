@@ -7,8 +7,12 @@ publishes a :class:`~schemas.derived.RiskScore` per snapshot on the risk topic.
 - **Event-time merge.** Per partition (features and context are co-partitioned by
   patient), context events are held until the features of that partition have passed
   their event time, so a Discharge is applied after the patient's last snapshot even
-  when the worker lags the raw context topic. When no snapshot arrives for
-  ``idle_flush_s`` of wall time, held context is applied (end of a replay).
+  when the worker lags the raw context topic. At the end of a replay no later snapshot
+  comes to release the last discharges: held context is applied once nothing has
+  arrived for ``idle_flush_s`` of wall time *and* the worker has drained its input
+  (``IdleRelease``). A worker that merely pauses (a slow stretch, a rebalance) must not
+  trigger it: that applied every admission, label and discharge a replay had published
+  ahead at once, before the patients' snapshots, so none of them was learned.
 - **Checkpoint = file.** The whole engine (model, label buffers, per-patient feature
   state, monitor), the next offset to read of every partition and the context events
   read but still held for the merge are pickled together
@@ -42,7 +46,8 @@ from prometheus_client import Counter, Gauge, start_http_server
 from schemas.context import Admission, ContextEvent, Discharge, OutcomeLabel
 from schemas.derived import Contribution, FeatureSnapshot, Organ, RiskScore
 from services.config import Settings
-from services.kafka_io import reliable_producer
+from services.kafka_io import consumer_group_lag, reliable_producer
+from streams.merge import SOURCES as SNAPSHOT_SOURCES
 from streams.risk.engine import EngineConfig, Prediction, RiskEngine, dumps, load_checkpoint
 
 log = logging.getLogger(__name__)
@@ -120,6 +125,50 @@ class _Held:
 
     events: list[tuple[float, int, Any]] = field(default_factory=list)
     features_at: float = float("-inf")
+
+
+@dataclass
+class IdleRelease:
+    """When to apply all held context although no snapshot has passed its time.
+
+    Due once the agent has read nothing for ``idle_s`` of wall time, the worker then had
+    no input left (``worker_drained``: its group's committed lag is 0 on every topic that
+    makes snapshots; the worker publishes a snapshot before it commits its input), and
+    nothing came for ``settle_s`` after that. Checked at most every ``idle_s``.
+
+    >>> release, drained = IdleRelease(idle_s=10.0, last_record=0.0), [False]
+    >>> [release.due(t, t == 0.0, lambda: drained[0]) for t in (0.0, 5.0, 10.0, 15.0)]
+    [False, False, False, False]
+    >>> drained[0] = True
+    >>> [release.due(t, False, lambda: drained[0]) for t in (20.0, 21.0, 22.5, 30.0)]
+    [False, False, True, False]
+    >>> release.due(31.0, True, lambda: True), release.due(45.0, False, lambda: True)
+    (False, False)
+    """
+
+    idle_s: float
+    last_record: float
+    settle_s: float = 2.0
+    next_check: float = float("-inf")
+    drained_at: float | None = None
+    released: bool = True  # nothing read since the last release: nothing to release
+
+    def due(self, now: float, had_records: bool, worker_drained: Callable[[], bool]) -> bool:
+        if had_records:
+            self.last_record, self.released, self.drained_at = now, False, None
+            return False
+        if self.released or now - self.last_record < self.idle_s:
+            return False
+        if self.drained_at is not None:
+            if now - self.drained_at < self.settle_s:
+                return False
+            self.released = True
+            return True
+        if now >= self.next_check:
+            self.next_check = now + self.idle_s
+            if worker_drained():
+                self.drained_at = now
+        return False
 
 
 @dataclass
@@ -220,8 +269,19 @@ class RiskAgent:
                 )
 
     def flush_held(self) -> None:
-        for partition in list(self.held):
+        """Apply every held context event (partitions in order, each in event time)."""
+        for partition in sorted(self.held):
             self._release(partition, before=None)
+
+    def worker_drained(self) -> bool:
+        """Whether the worker (group ``app_id``) has committed every record of the topics
+        that make snapshots: it has published every snapshot of what it was given."""
+        settings = self.settings
+        return all(
+            consumer_group_lag(settings.bootstrap_servers, settings.app_id, settings.topics.name(t))
+            == 0
+            for t in SNAPSHOT_SOURCES
+        )
 
     def export_metrics(self) -> None:
         monitor = self.engine.monitor
@@ -265,9 +325,9 @@ class RiskAgent:
                 consumer.seek(tp, offset)
             else:
                 consumer.seek_to_beginning(tp)
-        last_save = last_record = self.clock()
+        last_save = self.clock()
         gap_s = self.checkpoint_every_s
-        flushed_idle = True
+        idle = IdleRelease(self.idle_flush_s, last_record=last_save)
         log.info("risk agent %s on %s -> %s", self.engine.model_version, features_topic, risk_topic)
         try:
             while not stop.is_set():
@@ -294,11 +354,10 @@ class RiskAgent:
                         log.error("skipping bad record %s@%d: %s", key, record.offset, exc)
                     self.engine.positions[key] = record.offset + 1
                 now = self.clock()
-                if records:
-                    last_record, flushed_idle = now, False
-                elif not flushed_idle and now - last_record >= self.idle_flush_s:
+                if idle.due(now, bool(records), self.worker_drained):
+                    waiting = sum(len(h.events) for h in self.held.values())
+                    log.info("idle, the worker drained: %d held context events applied", waiting)
                     self.flush_held()
-                    flushed_idle = True
                 if now - last_save >= gap_s:
                     producer.flush()
                     self.save()
