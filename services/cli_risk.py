@@ -216,12 +216,13 @@ def evaluate_physionet(
         ) from exc
     config = EngineConfig(outcome="sepsis", learner=learner)
     engine = RiskEngine(config)
+    pretrained_rows = 0
     if pretrain is not None:
         t0 = time.monotonic()
         click.echo(
             f"pretraining {learner} on {len(pretrain_files)} patients of {pretrain} ...", err=True
         )
-        learned = pretrain_engine(engine, pretrain_files)
+        learned = pretrained_rows = pretrain_engine(engine, pretrain_files)
         engine = loads(dumps(engine.without_patients()))
         figures["pretrain_rows"] = learned
         figures["pretrain_s"] = round(time.monotonic() - t0, 1)
@@ -289,6 +290,9 @@ def evaluate_physionet(
     finally:
         for proc in reversed(run.processes):
             procs.stop(proc, timeout_s=30)
+    final = loads(checkpoint.read_bytes())  # what the agent learned online, and who not
+    figures["rows_learned_online"] = final.model.learned - pretrained_rows
+    figures["patients_never_learned"] = len(final.patients)
     risk_values = [v for _k, v in read_topic(run.bootstrap, registry.name("risk"))]
     feature_values = [v for _k, v in read_topic(run.bootstrap, registry.name("features"))]
     if not keep_topics:  # the run's own topics and the worker's internal ones (changelog)

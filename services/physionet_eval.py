@@ -483,11 +483,12 @@ def wait_for_pipeline(
     timeout_s: float,
     processes: Mapping[str, subprocess.Popen[bytes]],
 ) -> None:
-    """Until the worker has drained every raw topic and the agent every snapshot."""
+    """Until the worker has drained every raw topic and the agent every snapshot, and the
+    agent holds no context (the last discharges, applied once the worker has drained)."""
     import time
 
     from services.kafka_io import consumer_group_lag
-    from streams.risk.engine import loads
+    from streams.risk.engine import load_checkpoint
 
     deadline = time.monotonic() + timeout_s
     stable = 0
@@ -501,8 +502,11 @@ def wait_for_pipeline(
         ]
         if all(lag == 0 for lag in lags) and checkpoint.exists():
             ends = end_offsets(run.bootstrap, registry.name("features"), run.partitions)
-            positions = loads(checkpoint.read_bytes()).positions
-            done = all(positions.get(k, 0) >= v for k, v in ends.items())
+            engine, held = load_checkpoint(checkpoint.read_bytes())
+            positions = engine.positions
+            done = all(positions.get(k, 0) >= v for k, v in ends.items()) and not any(
+                events for _features_at, events in (held or {}).values()
+            )
             stable = stable + 1 if done else 0
             if stable >= 3:  # three checks in a row: nothing new came from the worker
                 return

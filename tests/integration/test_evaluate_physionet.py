@@ -1,7 +1,8 @@
 """``vigil evaluate physionet`` end to end on a real broker, as the issue runs it on data
 not in shared/: a few set A patients replayed through the worker and the risk agent,
 twice. Both runs print the same figures (replay is deterministic), the results file has
-the model's and every baseline's, and the run's topics are gone afterwards."""
+the model's and every baseline's, every patient was learned, and the run's topics are
+gone afterwards."""
 
 from __future__ import annotations
 
@@ -64,6 +65,10 @@ def test_evaluate_physionet_scores_the_model_and_baselines_the_same_twice(
         assert figures["risk_messages"] == figures["feature_snapshots"]
         assert isinstance(figures["feature_snapshots"], int)
         assert figures["feature_snapshots"] > 0
+        # every patient's labels joined and learned (the last ones once the worker drained)
+        assert figures["patients_never_learned"] == 0
+        assert isinstance(figures["rows_learned_online"], int)
+        assert figures["rows_learned_online"] > 0
     rows = first["model"]
     assert isinstance(rows, dict)
     assert rows["patients"] == PATIENTS
@@ -74,3 +79,4 @@ def test_evaluate_physionet_scores_the_model_and_baselines_the_same_twice(
         assert isinstance(b, dict)
         assert {k: a[k] for k in FIGURES} == {k: b[k] for k in FIGURES}, name
     assert first["risk_messages"] == second["risk_messages"]
+    assert first["rows_learned_online"] == second["rows_learned_online"]
