@@ -154,6 +154,8 @@ def evaluate_physionet(
 ) -> None:
     """Replay PhysioNet 2019 DATA through the broker, worker and risk agent; print the
     normalised utility, AUROC, AUPRC, alerts per patient-day, and the baselines."""
+    from kafka.errors import KafkaError
+
     from services import procs
     from services.kafka_io import create_topics, delete_topics, reliable_producer
     from services.kafka_local import free_port, wait_for_broker
@@ -188,11 +190,11 @@ def evaluate_physionet(
         "stagger_h": stagger_h,
         "path": "replay -> broker -> vigil worker -> features -> vigil risk -> risk topic",
     }
-    stamp = f"{datetime.now(UTC):%Y%m%d%H%M%S}"
+    stamp = f"{datetime.now(UTC):%Y%m%d%H%M%S}-{uuid.uuid4().hex[:4]}"  # unique per run
     run = BrokerRun(
         bootstrap=settings.bootstrap_servers,
         workdir=(settings.data_dir / "eval" / stamp).resolve(),
-        prefix=f"eval-{stamp}-{uuid.uuid4().hex[:4]}.",
+        prefix=f"eval-{stamp}.",
         app_id=f"vigil-eval-{stamp}",
         partitions=settings.partitions,
     )
@@ -295,10 +297,6 @@ def evaluate_physionet(
     figures["patients_never_learned"] = len(final.patients)
     risk_values = [v for _k, v in read_topic(run.bootstrap, registry.name("risk"))]
     feature_values = [v for _k, v in read_topic(run.bootstrap, registry.name("features"))]
-    if not keep_topics:  # the run's own topics and the worker's internal ones (changelog)
-        figures["topics_deleted"] = len(
-            delete_topics(run.bootstrap, (run.prefix, f"{run.app_id}-"))
-        )
     scored, model_rows = score_broker_output(files, anchors, risk_values, feature_values, threshold)
     figures |= scored
     figures |= plots(model_rows, results.with_suffix(""), f"Vigil risk ({learner})")
@@ -306,6 +304,14 @@ def evaluate_physionet(
     figures["feature_snapshots"] = len(feature_values)
     figures["total_s"] = round(time.monotonic() - started, 1)
     write_results(results, figures)
+    if not keep_topics:  # the run's own topics and the worker's internal ones (changelog)
+        try:
+            figures["topics_deleted"] = len(
+                delete_topics(run.bootstrap, (run.prefix, f"{run.app_id}-"))
+            )
+        except KafkaError as exc:  # the figures are written: say so, keep them
+            click.echo(f"the run's topics ({run.prefix}*) were not deleted: {exc}", err=True)
+        write_results(results, figures)
     _print(figures)
     click.echo(f"results in {results}", err=True)
 

@@ -134,7 +134,8 @@ class IdleRelease:
     Due once the agent has read nothing for ``idle_s`` of wall time, the worker then had
     no input left (``worker_drained``: its group's committed lag is 0 on every topic that
     makes snapshots; the worker publishes a snapshot before it commits its input), and
-    nothing came for ``settle_s`` after that. Checked at most every ``idle_s``.
+    nothing came and it was still drained ``settle_s`` later. Checked at most every
+    ``idle_s``.
 
     >>> release, drained = IdleRelease(idle_s=10.0, last_record=0.0), [False]
     >>> [release.due(t, t == 0.0, lambda: drained[0]) for t in (0.0, 5.0, 10.0, 15.0)]
@@ -161,6 +162,9 @@ class IdleRelease:
             return False
         if self.drained_at is not None:
             if now - self.drained_at < self.settle_s:
+                return False
+            if not worker_drained():  # still so after the settling time (new input came)
+                self.drained_at = None
                 return False
             self.released = True
             return True
@@ -275,13 +279,20 @@ class RiskAgent:
 
     def worker_drained(self) -> bool:
         """Whether the worker (group ``app_id``) has committed every record of the topics
-        that make snapshots: it has published every snapshot of what it was given."""
+        that make snapshots: it has published every snapshot of what it was given. False
+        when the broker cannot say (the agent keeps running and asks again later)."""
         settings = self.settings
-        return all(
-            consumer_group_lag(settings.bootstrap_servers, settings.app_id, settings.topics.name(t))
-            == 0
-            for t in SNAPSHOT_SOURCES
-        )
+        try:
+            return all(
+                consumer_group_lag(
+                    settings.bootstrap_servers, settings.app_id, settings.topics.name(t)
+                )
+                == 0
+                for t in SNAPSHOT_SOURCES
+            )
+        except Exception:  # a broker outage must not stop the agent
+            log.warning("the worker's lag is not available; held context stays held")
+            return False
 
     def export_metrics(self) -> None:
         monitor = self.engine.monitor
@@ -327,7 +338,11 @@ class RiskAgent:
                 consumer.seek_to_beginning(tp)
         last_save = self.clock()
         gap_s = self.checkpoint_every_s
-        idle = IdleRelease(self.idle_flush_s, last_record=last_save)
+        idle = IdleRelease(  # context restored from the checkpoint may be waiting already
+            self.idle_flush_s,
+            last_record=last_save,
+            released=not any(h.events for h in self.held.values()),
+        )
         log.info("risk agent %s on %s -> %s", self.engine.model_version, features_topic, risk_topic)
         try:
             while not stop.is_set():

@@ -59,6 +59,12 @@ class _Continue:
 class DirectDeliveryConsumer(aiokafka_driver.Consumer):
     """aiokafka consumer of faust, delivering records in place when that cannot block."""
 
+    _app_paused: set[Any]  # partitions the app paused (``pause_fetching``)
+
+    def _reset_state(self) -> None:
+        super()._reset_state()
+        self._app_paused = set()
+
     async def wait_first(self, *coros: Any, timeout: Any = None) -> WaitResults:
         if (
             len(coros) != 2
@@ -95,11 +101,21 @@ class DirectDeliveryConsumer(aiokafka_driver.Consumer):
         tpset = set(tps)
         self.pause_partitions(tpset)
         self._buffered_partitions.update(tpset)
+        self._app_paused.update(tpset)
 
     def resume_partitions(self, tps: Iterable[Any]) -> None:
         tpset = set(tps)
         super().resume_partitions(tpset)
         self._buffered_partitions.difference_update(tpset)
+        self._app_paused.difference_update(tpset)
+
+    async def on_partitions_revoked(self, revoked: set[Any]) -> None:
+        """A revoked partition loses the app's pause with its buffered mark (faust clears
+        its own sets of revoked partitions, not that one)."""
+        gone = self._app_paused & set(revoked)
+        self._buffered_partitions.difference_update(gone)
+        self._app_paused.difference_update(gone)
+        await super().on_partitions_revoked(revoked)
 
     def on_buffer_drop(self, tp: Any) -> None:
         """faust makes a partition whose stream buffer drained active again, even one

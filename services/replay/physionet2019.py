@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import bisect
 import math
+import re
 import tarfile
 import zipfile
 from collections.abc import Callable, Iterator, Mapping
@@ -109,6 +110,10 @@ class PatientFile:
     text: bytes
 
 
+PATIENT_FILE = re.compile(r"p\d+")
+"""A PhysioNet 2019 patient file's name without ``.psv``: ``p000001`` (set B: ``p100001``)."""
+
+
 def patient_files(
     path: Path, *, limit: int | None = None, only: frozenset[str] | None = None
 ) -> list[PatientFile]:
@@ -117,12 +122,21 @@ def patient_files(
     an archive as PhysioNet distributes it (``.zip``, ``.tar.gz``, any tar).
 
     An archive is read once, nothing extracted to disk; only selected members are kept:
-    those in ``only`` and, with ``limit``, the ``limit`` smallest ids.
+    those in ``only`` and, with ``limit``, the ``limit`` smallest ids. Only files named
+    like a patient (``p`` and digits) count (not macOS's ``._p000001.psv``); an id found
+    twice is an error, not a silent choice between two files.
     """
     chosen: dict[str, bytes] = {}
+    seen: set[str] = set()
     smallest: list[str] = []  # sorted ids kept so far, when ``limit`` is set
 
-    def offer(pid: str, read: Callable[[], bytes]) -> None:
+    def offer(name: Path, read: Callable[[], bytes]) -> None:
+        pid = name.stem
+        if name.suffix != ".psv" or not PATIENT_FILE.fullmatch(pid) or "__MACOSX" in name.parts:
+            return
+        if pid in seen:
+            raise ValueError(f"{path}: patient {pid} is there twice ({name})")
+        seen.add(pid)
         if only is not None and pid not in only:
             return
         if limit is not None:
@@ -133,26 +147,25 @@ def patient_files(
                 del chosen[smallest.pop()]
         chosen[pid] = read()
 
-    if path.is_dir():
-        for file in sorted(path.rglob("*.psv")):
-            offer(file.stem, file.read_bytes)
-    elif path.suffix == ".psv":
-        offer(path.stem, path.read_bytes)
-    elif zipfile.is_zipfile(path):
-        with zipfile.ZipFile(path) as zipped:
-            for info in zipped.infolist():
-                name = Path(info.filename)
-                if not info.is_dir() and name.suffix == ".psv":
-                    offer(name.stem, partial(zipped.read, info))
-    else:
-        with tarfile.open(path, "r|*") as archive:
-            for member in archive:
-                name = Path(member.name)
-                if not member.isfile() or name.suffix != ".psv":
-                    continue
-                handle = archive.extractfile(member)
-                if handle is not None:
-                    offer(name.stem, handle.read)
+    try:
+        if path.is_dir():
+            for file in sorted(path.rglob("*.psv")):
+                offer(file.relative_to(path), file.read_bytes)
+        elif path.suffix == ".psv":
+            offer(Path(path.name), path.read_bytes)
+        elif path.suffix == ".zip":
+            with zipfile.ZipFile(path) as zipped:
+                for info in zipped.infolist():
+                    if not info.is_dir():
+                        offer(Path(info.filename), partial(zipped.read, info))
+        else:
+            with tarfile.open(path, "r|*") as archive:
+                for member in archive:
+                    handle = archive.extractfile(member) if member.isfile() else None
+                    if handle is not None:
+                        offer(Path(member.name), handle.read)
+    except (tarfile.TarError, zipfile.BadZipFile) as exc:
+        raise ValueError(f"{path}: not a readable .zip or tar archive ({exc})") from exc
     return [PatientFile(pid, chosen[pid]) for pid in sorted(chosen)]
 
 

@@ -16,6 +16,10 @@ class UnknownSourceError(ValueError):
     """The path is none of the datasets the replay knows."""
 
 
+PHYSIONET_SUFFIXES: tuple[str, ...] = (".zip", ".psv", ".tar", ".tgz", ".tbz2", ".txz")
+PHYSIONET_SUFFIXES += tuple(".tar" + c for c in (".gz", ".bz2", ".xz"))
+
+
 def sniff(path: Path) -> str:
     """``physionet2019``, ``mimic3`` or ``mimic2`` from what the path holds.
 
@@ -27,7 +31,7 @@ def sniff(path: Path) -> str:
             return "mimic3"
         if any(path.rglob("*.psv")):
             return "physionet2019"
-    elif path.name.endswith((".tar.gz", ".tgz", ".tar", ".zip", ".psv")):
+    elif path.name.endswith(PHYSIONET_SUFFIXES):
         return "physionet2019"
     elif path.suffix == ".csv":
         with path.open() as handle:

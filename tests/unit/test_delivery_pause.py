@@ -44,6 +44,10 @@ def consumer_fetching(records: dict[TP, list[int]]) -> Any:
     return consumer
 
 
+async def _nothing(_revoked: object) -> None:
+    return None
+
+
 def delivered(consumer: Any, after_first: Callable[[], None]) -> list[Any]:
     """What faust's loop yields from one fetch; ``after_first`` runs after its first record
     (the app pausing a partition while the loop awaits between records)."""
@@ -69,6 +73,15 @@ def test_a_pause_mid_fetch_still_delivers_what_was_fetched_and_holds_the_next_fe
     consumer.resume_partitions({VITALS})
     assert VITALS in consumer._get_active_partitions()
     assert VITALS not in consumer._buffered_partitions
+
+
+def test_a_revoked_partition_loses_the_apps_pause_and_its_buffered_mark() -> None:
+    consumer = consumer_fetching({VITALS: [0], LABS: [1]})
+    consumer.pause_fetching({VITALS, LABS})
+    consumer._on_partitions_revoked = _nothing  # the app's revoke callback
+    asyncio.run(consumer.on_partitions_revoked({VITALS}))
+    assert VITALS not in consumer._buffered_partitions  # no longer let through
+    assert LABS in consumer._buffered_partitions  # still paused by the app
 
 
 def test_fausts_own_pause_mid_fetch_skips_the_rest_of_the_fetch() -> None:

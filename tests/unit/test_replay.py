@@ -224,20 +224,32 @@ def test_physionet_as_distributed_zip_tree_plain_tar_or_one_file_read_the_same(
             texts[name] = handle.read()
     tree = tmp_path / "training" / "training_setA"
     tree.mkdir(parents=True)
-    zipped, plain = tmp_path / "challenge.zip", tmp_path / "set.tar"
-    with zipfile.ZipFile(zipped, "w") as out_zip, tarfile.open(plain, "w") as out_tar:
+    zipped, plain, xz = tmp_path / "challenge.zip", tmp_path / "set.tar", tmp_path / "set.tar.xz"
+    with (
+        zipfile.ZipFile(zipped, "w") as out_zip,
+        tarfile.open(plain, "w") as out_tar,
+        tarfile.open(xz, "w:xz") as out_xz,
+    ):
         for name, text in texts.items():
             (tree / f"{name}.psv").write_bytes(text)
             out_zip.writestr(f"training/training_setA/{name}.psv", text)
+            out_zip.writestr(f"__MACOSX/training/training_setA/._{name}.psv", b"\x00\x05")
             out_tar.add(tree / f"{name}.psv", arcname=f"{name}.psv")
+            out_xz.add(tree / f"{name}.psv", arcname=f"set/{name}.psv")
     expected = [(f.patient_id, f.text) for f in patient_files(PHYSIONET, only=frozenset(names))]
-    for source in (tmp_path / "training", zipped, plain):
+    for source in (tmp_path / "training", zipped, plain, xz):
         assert sniff(source) == "physionet2019"
         assert [(f.patient_id, f.text) for f in patient_files(source)] == expected, source
     single = patient_files(tree / "p000009.psv")
     assert [(f.patient_id, f.text) for f in single] == expected[1:]
     with pytest.raises(ValueError, match="holds no PhysioNet 2019 patient file"):
         select_files(tmp_path / "training", "p100001-")
+    (tmp_path / "training" / "p000009.psv").write_bytes(texts["p000009"])  # a stray copy
+    with pytest.raises(ValueError, match="patient p000009 is there twice"):
+        patient_files(tmp_path / "training", limit=1)
+    (tmp_path / "broken.zip").write_bytes(b"not a zip")
+    with pytest.raises(ValueError, match=r"not a readable \.zip or tar archive"):
+        select_files(tmp_path / "broken.zip", None)
 
 
 def test_replay_is_deterministic_and_event_time_ordered(physionet: list[Outbound]) -> None:
