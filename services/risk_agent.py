@@ -222,7 +222,9 @@ class RiskAgent:
         hold.features_at = max(hold.features_at, at)
         features = {name: fv.value for name, fv in snap.features.items()}
         organs = {str(o.value): s.subscore for o, s in snap.organs.items()}
+        drifts = self.engine.monitor.drifts
         pred = self.engine.on_snapshot(snap.patient_id, at, features, organs or None)
+        self._report_drift(drifts, at)  # MODS labels are joined by snapshots
         return to_risk_score(pred)
 
     def handle_context(self, partition: int, raw: bytes) -> None:
@@ -258,19 +260,26 @@ class RiskAgent:
         elif isinstance(event, Discharge):
             drifts = self.engine.monitor.drifts
             self.engine.on_discharge(event.patient_id, at)
-            if self.engine.monitor.drifts > drifts:
-                DRIFTS.labels(self.label).inc(self.engine.monitor.drifts - drifts)
-                log.warning(
-                    json.dumps(
-                        {
-                            "event": "risk_drift_detected",
-                            "model_id": self.engine.model_id,
-                            "model_version": self.engine.model_version,
-                            "at": at,
-                            "drifts": self.engine.monitor.drifts,
-                        }
-                    )
-                )
+            self._report_drift(drifts, at)
+
+    def _report_drift(self, drifts_before: int, at: float) -> None:
+        """Count and log the drift the last join detected, if any (a metric and a JSON
+        event per detection)."""
+        new = self.engine.monitor.drifts - drifts_before
+        if new <= 0:
+            return
+        DRIFTS.labels(self.label).inc(new)
+        log.warning(
+            json.dumps(
+                {
+                    "event": "risk_drift_detected",
+                    "model_id": self.engine.model_id,
+                    "model_version": self.engine.model_version,
+                    "at": at,
+                    "drifts": self.engine.monitor.drifts,
+                }
+            )
+        )
 
     def flush_held(self) -> None:
         """Apply every held context event (partitions in order, each in event time)."""

@@ -169,6 +169,7 @@ class RiskEngine:
                 patient_id, at, organs, None, horizon_s=self.spec.horizon_h * 3600.0
             ):
                 self._learn(entry, y, at, organ_labels=_organ_failures(entry.organs, organs))
+            self.monitor.end_join(at)
         x = patient.features.update(at, features)
         p_model = self.model.predict_proba_one(x)
         cold = self.cold
@@ -212,6 +213,7 @@ class RiskEngine:
         joined = join_labels(pending, patient.labels)
         for entry, y in joined:
             self._learn(entry, y, at)
+        self.monitor.end_join(at)
         if joined:
             self.threshold.add_patient([e.p for e, _ in joined], [y for _, y in joined])
         return len(joined)
