@@ -224,9 +224,9 @@ def evaluate_physionet(
         click.echo(
             f"pretraining {learner} on {len(pretrain_files)} patients of {pretrain} ...", err=True
         )
-        learned = pretrained_rows = pretrain_engine(engine, pretrain_files)
+        pretrained_rows = pretrain_engine(engine, pretrain_files)
         engine = loads(dumps(engine.without_patients()))
-        figures["pretrain_rows"] = learned
+        figures["pretrain_rows"] = pretrained_rows
         figures["pretrain_s"] = round(time.monotonic() - t0, 1)
     checkpoint = run.workdir / "risk.ckpt"
     write_atomic(checkpoint, dumps(engine))

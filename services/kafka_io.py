@@ -146,24 +146,35 @@ def consumer_group_lag(bootstrap_servers: str, group_id: str, topic: str) -> int
     None while the group has not committed on every non-empty partition (or its
     coordinator is not available yet): "not started" is not "caught up".
     """
+    return consumer_group_lags(bootstrap_servers, group_id, [topic])[topic]
+
+
+def consumer_group_lags(
+    bootstrap_servers: str, group_id: str, topics: Iterable[str]
+) -> dict[str, int | None]:
+    """:func:`consumer_group_lag` of several topics, with one admin client and one
+    consumer for all of them."""
+    lags: dict[str, int | None] = {topic: None for topic in topics}
     admin = KafkaAdminClient(bootstrap_servers=bootstrap_servers, client_id="vigil-lag")
     consumer = KafkaConsumer(bootstrap_servers=bootstrap_servers, client_id="vigil-lag")
     try:
         committed = admin.list_group_offsets(group_id).get(group_id, {})
-        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
-        ends = consumer.end_offsets(partitions)
-        lag = 0
-        for tp in partitions:
-            if ends[tp] == 0:
-                continue
-            meta = committed.get(tp)
-            if meta is None or meta.offset < 0:
-                return None
-            lag += ends[tp] - meta.offset
-        return lag
+        for topic in lags:
+            parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+            ends = consumer.end_offsets(parts)
+            lag: int | None = 0
+            for tp in parts:
+                if ends[tp] == 0:
+                    continue
+                meta = committed.get(tp)
+                if meta is None or meta.offset < 0:
+                    lag = None
+                    break
+                lag = (lag or 0) + ends[tp] - meta.offset
+            lags[topic] = lag
     except KafkaError as exc:
-        log.debug("lag of %s on %s not available yet: %s", group_id, topic, exc)
-        return None
+        log.debug("lag of %s on %s not available yet: %s", group_id, sorted(lags), exc)
     finally:
         consumer.close()
         admin.close()
+    return lags

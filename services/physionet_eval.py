@@ -487,7 +487,7 @@ def wait_for_pipeline(
     agent holds no context (the last discharges, applied once the worker has drained)."""
     import time
 
-    from services.kafka_io import consumer_group_lag
+    from services.kafka_io import consumer_group_lags
     from streams.risk.engine import load_checkpoint
 
     deadline = time.monotonic() + timeout_s
@@ -496,11 +496,9 @@ def wait_for_pipeline(
         for name, proc in processes.items():
             if proc.poll() is not None:
                 raise RuntimeError(f"the {name} exited; see {run.workdir}")
-        lags = [
-            consumer_group_lag(run.bootstrap, run.app_id, registry.name(t))
-            for t in ("vitals", "labs", "context")
-        ]
-        if all(lag == 0 for lag in lags) and checkpoint.exists():
+        topics = [registry.name(t) for t in ("vitals", "labs", "context")]
+        lags = consumer_group_lags(run.bootstrap, run.app_id, topics)
+        if all(lag == 0 for lag in lags.values()) and checkpoint.exists():
             ends = end_offsets(run.bootstrap, registry.name("features"), run.partitions)
             engine, held = load_checkpoint(checkpoint.read_bytes())
             positions = engine.positions

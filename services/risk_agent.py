@@ -46,7 +46,7 @@ from prometheus_client import Counter, Gauge, start_http_server
 from schemas.context import Admission, ContextEvent, Discharge, OutcomeLabel
 from schemas.derived import Contribution, FeatureSnapshot, Organ, RiskScore
 from services.config import Settings
-from services.kafka_io import consumer_group_lag, reliable_producer
+from services.kafka_io import consumer_group_lags, reliable_producer
 from streams.merge import SOURCES as SNAPSHOT_SOURCES
 from streams.risk.engine import EngineConfig, Prediction, RiskEngine, dumps, load_checkpoint
 
@@ -291,14 +291,10 @@ class RiskAgent:
         that make snapshots: it has published every snapshot of what it was given. False
         when the broker cannot say (the agent keeps running and asks again later)."""
         settings = self.settings
+        topics = [settings.topics.name(t) for t in SNAPSHOT_SOURCES]
         try:
-            return all(
-                consumer_group_lag(
-                    settings.bootstrap_servers, settings.app_id, settings.topics.name(t)
-                )
-                == 0
-                for t in SNAPSHOT_SOURCES
-            )
+            lags = consumer_group_lags(settings.bootstrap_servers, settings.app_id, topics)
+            return all(lag == 0 for lag in lags.values())
         except Exception:  # a broker outage must not stop the agent
             log.warning("the worker's lag is not available; held context stays held")
             return False

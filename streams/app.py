@@ -611,14 +611,14 @@ def create_app(config: WorkerConfig, clock: Clock = _wall_clock) -> faust.App:
         memory stays bounded while a backlog is read, and the alerts are the same."""
         sources = paused.setdefault(partition, set())
         pause, resume = merges[partition].flow(sources, config.merge_queue_max)
+        consumer = cast(DirectDeliveryConsumer, app.consumer)
         if pause:
-            consumer = cast(DirectDeliveryConsumer, app.consumer)
             consumer.pause_fetching({TP(topics.name(s), partition) for s in pause})
             sources |= pause
             for source in pause:
                 metrics.MERGE_PAUSES.labels(source).inc()
         if resume:
-            app.consumer.resume_partitions({TP(topics.name(s), partition) for s in resume})
+            consumer.resume_partitions({TP(topics.name(s), partition) for s in resume})
             sources -= resume
 
     def hold(event: Any, entry: _Live, touched: dict[str, _Live], *, merged: bool = False) -> None:

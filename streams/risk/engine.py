@@ -229,7 +229,7 @@ class RiskEngine:
     def _learn(
         self, entry: Pending, y: bool, at: float, organ_labels: Mapping[str, bool] | None = None
     ) -> None:
-        self.monitor.update(y, entry.p, at)  # scored first ...
+        self.monitor.update(y, entry.p)  # scored first ...
         self.model.learn_one(entry.x, y)  # ... then learned
         for organ, model in self.organ_models.items():
             model.learn_one(entry.x, bool(organ_labels and organ_labels.get(organ)))

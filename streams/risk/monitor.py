@@ -46,7 +46,7 @@ class PrequentialMonitor:
         if self._adwin is None:
             self._adwin = drift.ADWIN(delta=self.drift_delta)  # type: ignore[no-untyped-call]
 
-    def update(self, y: bool, p: float, at: float | None = None) -> None:
+    def update(self, y: bool, p: float) -> None:
         """Score one prediction against its label (its join ends with :meth:`end_join`)."""
         self.pairs.append((bool(y), float(p)))
         self.count += 1

@@ -212,10 +212,10 @@ def test_never_learns_a_label_before_its_prediction_is_scored(
     scored: list[int] = []
     real_update = engine.monitor.update
 
-    def spy_update(y: bool, p: float, at: float | None = None) -> bool:
+    def spy_update(y: bool, p: float) -> None:
         scored.append(len(log))
         log.append(("score", p))
-        return real_update(y, p, at)
+        real_update(y, p)
 
     monkeypatch.setattr(engine.monitor, "update", spy_update)
     stays = ward(5, patients=6, hours=12)

@@ -23,7 +23,7 @@ def discharge_stream(
         worse = worse_from is not None and patient >= worse_from
         for row in range(rows):
             p = rng.uniform(0.4, 0.6) if worse else rng.uniform(0.02, 0.15)
-            monitor.update(septic and row >= rows - 10, p, float(patient))
+            monitor.update(septic and row >= rows - 10, p)
         if monitor.end_join(float(patient)) and worse and found is None:
             found = patient
     return found
