@@ -263,7 +263,7 @@ def main() -> None:
     c.add_argument("source")
     c.add_argument("--parts", type=int, default=2)
     m = sub.add_parser("compare")
-    m.add_argument("--learners", default="logreg")
+    m.add_argument("--learners", default="gbdt")
     m.add_argument("--protocol", choices=("a", "b"), default="a")
     m.add_argument("--limit", type=int, default=None)
     m.add_argument("--tag", default="", help="suffix of the results file name")

@@ -36,7 +36,7 @@ _CHECKPOINT = click.option(
 
 @click.command("risk")
 @_OUTCOME
-@click.option("--learner", default="logreg", show_default=True, help="River learner (new model)")
+@click.option("--learner", default="gbdt", show_default=True, help="Learner of a new model")
 @_CHECKPOINT
 @click.option("--checkpoint-every", type=float, default=30.0, show_default=True, help="Seconds")
 @click.option("--metrics-port", type=int, default=9111, show_default=True, help="0 disables")
@@ -85,7 +85,7 @@ def model_export(out: Path, outcome: str, checkpoint: Path | None) -> None:
     path = checkpoint or checkpoint_path(load_settings(), outcome)
     if not path.exists():
         raise click.ClickException(f"no checkpoint at {path}")
-    engine = loads(path.read_bytes()).without_patients()
+    engine = loads(path.read_bytes()).for_export()
     write_atomic(out, dumps(engine))
     click.echo(f"exported {engine.model_id} {engine.model_version} to {out}")
 
@@ -124,7 +124,7 @@ def model_import(source: Path, outcome: str, checkpoint: Path | None) -> None:
 @click.option("--ids", default=None, help="Evaluated patients, e.g. p010001- (default all)")
 @click.option("--pretrain-ids", default=None, help="Pretraining patients, e.g. -p010000")
 @click.option("--patients", type=click.IntRange(1), default=None, help="First N evaluated")
-@click.option("--learner", default="logreg", show_default=True)
+@click.option("--learner", default="gbdt", show_default=True)
 @click.option("--stagger-h", type=float, default=1.0, show_default=True, help="Admissions apart")
 @click.option(
     "--results",

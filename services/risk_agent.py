@@ -259,8 +259,22 @@ class RiskAgent:
             self.engine.on_label(event.patient_id, event.outcome, at, event.label)
         elif isinstance(event, Discharge):
             drifts = self.engine.monitor.drifts
+            fits = getattr(self.engine.model, "fits", 0)
             self.engine.on_discharge(event.patient_id, at)
             self._report_drift(drifts, at)
+            self._report_refit(fits)
+
+    def _report_refit(self, fits_before: int) -> None:
+        """Log a refit of the model (``gbdt`` refits its trees on a schedule of rows)."""
+        model = self.engine.model
+        if getattr(model, "fits", 0) > fits_before:
+            log.info(
+                "refit %s: trees fit on %d rows in %.1f s; next at %d rows learned",
+                self.engine.model_version,
+                getattr(model, "fit_rows", 0),
+                getattr(model, "last_fit_s", 0.0),
+                getattr(model, "next_fit_at", 0),
+            )
 
     def _report_drift(self, drifts_before: int, at: float) -> None:
         """Count and log the drift the last join detected, if any (a metric and a JSON

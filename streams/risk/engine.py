@@ -31,7 +31,7 @@ from typing import Any
 from streams.risk.fallback import RULE_THRESHOLD, rule_score
 from streams.risk.features import RiskFeatureState
 from streams.risk.labels import DelayedLabelBuffer, Pending, join_labels, known_sum
-from streams.risk.models import RiverRiskModel, make_model
+from streams.risk.models import RiskModel, make_model
 from streams.risk.monitor import PrequentialMonitor
 from streams.risk.threshold import UtilityThreshold
 
@@ -73,7 +73,7 @@ class Prediction:
 @dataclass
 class EngineConfig:
     outcome: str = "sepsis"
-    learner: str = "logreg"
+    learner: str = "gbdt"
     seed: int = 0
     min_learned: int = 2000
     min_positives: int = 50
@@ -95,8 +95,8 @@ class _Patient:
 class RiskEngine:
     config: EngineConfig = field(default_factory=EngineConfig)
     lineage: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
-    model: RiverRiskModel = field(init=False)
-    organ_models: dict[str, RiverRiskModel] = field(init=False)
+    model: RiskModel = field(init=False)
+    organ_models: dict[str, RiskModel] = field(init=False)
     monitor: PrequentialMonitor = field(default_factory=PrequentialMonitor)
     threshold: UtilityThreshold = field(init=False)
     buffer: DelayedLabelBuffer = field(init=False)
@@ -242,11 +242,21 @@ class RiskEngine:
     # ---- checkpoints -------------------------------------------------------------------
 
     def without_patients(self) -> RiskEngine:
-        """A copy holding the learned model only (for export to another site)."""
+        """A copy holding the learned model only, with its read positions and patients'
+        state gone (for a new topic set: ``vigil evaluate`` after pretraining)."""
         clone: RiskEngine = loads(dumps(self))
         clone.patients.clear()
         clone.buffer.entries.clear()
         clone.positions.clear()
+        return clone
+
+    def for_export(self) -> RiskEngine:
+        """:meth:`without_patients`, and without the rows a learner keeps to refit on
+        (``gbdt``'s window): what leaves the site is a model, no patient data."""
+        clone = self.without_patients()
+        forget = getattr(clone.model, "forget_rows", None)
+        if forget is not None:
+            forget()
         return clone
 
 

@@ -1,4 +1,7 @@
-"""Risk learners behind one small interface, built on river pipelines.
+"""Risk learners behind one small interface: river pipelines, and ``gbdt``.
+
+``gbdt`` (:mod:`streams.risk.boosted`, the default) is boosted trees refit on a window of
+learned rows, with the river ``logreg`` below answering until its first fit.
 
 Every model answers ``predict_proba_one(x) -> float`` (probability of the outcome),
 learns with ``learn_one(x, y)`` and explains with ``explain_one(x)`` (the top feature
@@ -32,12 +35,19 @@ class RiskModel(Protocol):
     """What the risk engine needs of a learner."""
 
     name: str
+    learned: int  # labels learned
+    positives: int  # of which positive
 
     def predict_proba_one(self, x: Features) -> float: ...
 
     def learn_one(self, x: Features, y: bool) -> None: ...
 
     def explain_one(self, x: Features, top: int = 5) -> list[tuple[str, float]]: ...
+
+    @property
+    def is_linear(self) -> bool:
+        """True when explanations are exact and cheap (explain every prediction)."""
+        ...
 
 
 def _logreg(seed: int) -> Any:
@@ -96,13 +106,18 @@ LEARNERS: Mapping[str, Callable[[int], Any]] = {
 }
 """River pipelines tried on the PhysioNet benchmark (see docs/risk.md for the figures)."""
 
+BOOSTED = "gbdt"
+"""Boosted trees refit on a window of learned rows (:mod:`streams.risk.boosted`)."""
+
+LEARNER_NAMES: tuple[str, ...] = (*sorted(LEARNERS), BOOSTED)
+
 
 class RiverRiskModel:
     """A river binary classifier wrapped to the :class:`RiskModel` interface."""
 
     def __init__(self, name: str, seed: int = 0) -> None:
         if name not in LEARNERS:
-            raise ValueError(f"unknown learner {name!r}; known: {sorted(LEARNERS)}")
+            raise ValueError(f"unknown learner {name!r}; known: {list(LEARNER_NAMES)}")
         self.name = name
         self.seed = seed
         self.pipeline: Any = LEARNERS[name](seed)
@@ -165,6 +180,10 @@ class RiverRiskModel:
         return out
 
 
-def make_model(name: str, seed: int = 0) -> RiverRiskModel:
-    """A fresh learner by name (one of :data:`LEARNERS`)."""
+def make_model(name: str, seed: int = 0) -> RiskModel:
+    """A fresh learner by name (one of :data:`LEARNER_NAMES`)."""
+    if name == BOOSTED:
+        from streams.risk.boosted import BoostedRiskModel
+
+        return BoostedRiskModel(seed)
     return RiverRiskModel(name, seed)
