@@ -16,7 +16,12 @@ from typing import Any
 import faust
 from faust.types import TP
 
-from streams.delivery import DirectDeliveryConsumer, DirectDeliveryTransport
+from streams.delivery import (
+    FETCH_MAX_WAIT_MS,
+    DirectDeliveryConsumer,
+    DirectDeliveryTransport,
+    ShortPollConsumerThread,
+)
 
 VITALS, LABS = TP("vitals", 0), TP("labs", 0)
 
@@ -89,3 +94,19 @@ def test_fausts_own_pause_mid_fetch_skips_the_rest_of_the_fetch() -> None:
     consumer = consumer_fetching({VITALS: [0, 1, 2]})
     got = delivered(consumer, lambda: consumer.pause_partitions({VITALS}))
     assert got == [(VITALS, 0)]
+
+
+def test_the_worker_consumer_long_polls_briefly_not_fausts_1500_ms() -> None:
+    """aiokafka keeps one fetch in flight per broker; records of a partition left out of
+    it wait until it returns (``FETCH_MAX_WAIT_MS``). faust builds its consumer with
+    1,500 ms: at 1,000 beds, waits of that order made the p99 alert latency ~2 s."""
+    app = _App("test-delivery-fetch-wait", broker="kafka://127.0.0.1:1")
+
+    async def fetch_wait_ms() -> Any:
+        thread: Any = app.consumer._thread  # type: ignore[attr-defined]
+        consumer = thread._create_worker_consumer(app.transport)
+        await consumer.stop()  # never started: only closes it
+        return consumer._fetch_max_wait_ms
+
+    assert isinstance(app.consumer._thread, ShortPollConsumerThread)  # type: ignore[attr-defined]
+    assert asyncio.run(fetch_wait_ms()) == FETCH_MAX_WAIT_MS <= 100
