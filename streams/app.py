@@ -11,12 +11,12 @@ groups, ``streams.alarm``); this module only wires them to Kafka.
   records are applied in order, its alerts sent, and Kafka's acknowledgement of
   every alert awaited once per batch.
 - **State and offsets.** ``PatientState`` lives in a changelog-backed table
-  (RocksDB by default). A patient's state is written at most every
-  ``SNAPSHOT_EVERY_S`` of its event time (or when it raised an alert, or after
-  ``SNAPSHOT_AFTER_BATCHES``), and the records it contains are acknowledged to
-  faust, so their offsets can be committed, only once that snapshot is written.
-  After a crash, records after the committed offset are delivered again; the
-  state remembers the last offset applied per partition and skips them.
+  (RocksDB by default). A patient's state is written once per ``SNAPSHOT_EVERY_S``
+  of its event time, at a point of that grid spread by patient (or when it raised an
+  alert, or after ``SNAPSHOT_AFTER_BATCHES``), and the records it contains are
+  acknowledged to faust, so their offsets can be committed, only once that snapshot
+  is written. After a crash, records after the committed offset are delivered again;
+  the state remembers the last offset applied per partition and skips them.
   Alert ids are deterministic, so a repeat of an alert has the same id.
 - **Event-time merge and ticks.** Per partition, vitals, NIRS and CRRT records are
   merged in event time (``streams.merge``): a source with unread records is waited
@@ -35,6 +35,7 @@ import json
 import logging
 import time
 import weakref
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -103,27 +104,48 @@ def state_key(patient_id: str) -> bytes:
     return patient_id.encode()
 
 
+def write_phase_s(patient_id: str) -> float:
+    """Where on the ``SNAPSHOT_EVERY_S`` grid of event time the patient's state is written.
+
+    Spread by the id (CRC-32, so the same in every process), so that patients whose
+    clocks move together (every bed after a worker start) are not all written in the
+    same batch every 10 s: at 1,000 beds such a batch wrote 1,000 states at once and
+    held back the records behind it.
+
+    >>> write_phase_s("bed-7") == write_phase_s("bed-7"), 0 <= write_phase_s("x") < 10
+    (True, True)
+    """
+    return zlib.crc32(patient_id.encode()) % 1000 / 1000 * SNAPSHOT_EVERY_S
+
+
 def state_write_due(
     clock: float | None,
     saved_clock: float | None,
     dirty_batches: int,
     *,
+    phase_s: float = 0.0,
     alerted: bool = False,
     force: bool = False,
 ) -> bool:
     """Whether a patient's state is written after a batch that touched it.
 
     Written when forced (input quiet), when it alerted (the state remembers the alert),
-    when never written, when its event time moved ``SNAPSHOT_EVERY_S`` since the last
-    write, or after ``SNAPSHOT_AFTER_BATCHES`` batches (a clock standing still).
+    when never written, when its event time passed a point ``phase_s`` of the
+    ``SNAPSHOT_EVERY_S`` grid since the last write (``write_phase_s``; so at most
+    ``SNAPSHOT_EVERY_S`` apart), or after ``SNAPSHOT_AFTER_BATCHES`` batches (a clock
+    standing still).
 
     >>> state_write_due(105.0, 100.0, 1), state_write_due(110.0, 100.0, 1)
     (False, True)
+    >>> state_write_due(103.0, 100.0, 1, phase_s=2.5), state_write_due(103.0, 103.0, 1)
+    (True, False)
     >>> state_write_due(100.0, 100.0, SNAPSHOT_AFTER_BATCHES), state_write_due(1.0, None, 1)
     (True, True)
     """
     moved = (
-        clock is not None and saved_clock is not None and clock - saved_clock >= SNAPSHOT_EVERY_S
+        clock is not None
+        and saved_clock is not None
+        and (clock - phase_s) // SNAPSHOT_EVERY_S > (saved_clock - phase_s) // SNAPSHOT_EVERY_S
     )
     return (
         force or alerted or moved or saved_clock is None or dirty_batches >= SNAPSHOT_AFTER_BATCHES
@@ -158,6 +180,10 @@ class _Live:
     dirty_batches: int = 0
     anchor: Any = None  # the patient's latest record: names its partition to the store
     dirty_since: float | None = None  # monotonic time of the first record held
+    write_phase_s: float = 0.0  # ``write_phase_s`` of the patient's id
+
+    def __post_init__(self) -> None:
+        self.write_phase_s = write_phase_s(self.state.patient_id)
 
 
 class _WorkerApp(faust.App):
@@ -647,6 +673,7 @@ def create_app(config: WorkerConfig, clock: Clock = _wall_clock) -> faust.App:
                 state.clock,
                 entry.saved_clock,
                 entry.dirty_batches,
+                phase_s=entry.write_phase_s,
                 alerted=patient_id in alerted,
                 force=force,
             ):

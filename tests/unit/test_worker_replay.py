@@ -37,6 +37,7 @@ from streams.app import (
     create_app,
     state_key,
     state_write_due,
+    write_phase_s,
 )
 from streams.merge import TICK_EVERY_S, PartitionMerge, TickSchedule
 from streams.offline import OfflinePipeline, partition_of
@@ -225,6 +226,7 @@ class _Worker:
                 state.clock,
                 entry.saved_clock,
                 entry.dirty_batches,
+                phase_s=write_phase_s(patient_id),
                 alerted=patient_id in alerted,
                 force=force,
             ):
