@@ -134,9 +134,16 @@ def device_periods(nirs_every_s: int, crrt_every_s: int) -> Iterator[None]:
             setattr(bed_module, name, value)
 
 
-def _generate(job: tuple[int, int, int]) -> list[Row]:
-    """Beds first..last for ``seconds`` seconds, every bed with NIRS and CRRT."""
-    first, last, seconds = job
+def bed_phase_s(bed: int, phased: bool) -> float:
+    """When in each second bed ``bed`` samples and sends (``paced_slices``): its slice
+    of the second when the load is spread, else 0."""
+    return (bed % SPREAD_SLICES) / SPREAD_SLICES if phased else 0.0
+
+
+def _generate(job: tuple[int, int, int, bool]) -> list[Row]:
+    """Beds first..last for ``seconds`` seconds, every bed with NIRS and CRRT; ``phased``:
+    each bed's samples observed at its phase of the second (``bed_phase_s``)."""
+    first, last, seconds, phased = job
     plan = fast_plan(last)
     with device_periods(NIRS_EVERY_S, CRRT_EVERY_S):
         beds = []
@@ -147,9 +154,9 @@ def _generate(job: tuple[int, int, int]) -> list[Row]:
             beds.append(SimulatedBed(SEED, bed, "ICU1", own, equipment))
         rows: list[Row] = []
         for t in range(seconds):
-            at = START + timedelta(seconds=t)
             row: Row = []
             for simulated in beds:
+                at = START + timedelta(seconds=t + bed_phase_s(simulated.bed, phased))
                 for record in simulated.step(t, at, SENTINEL):
                     value = record.value()
                     if SENTINEL_JSON not in value:
@@ -159,15 +166,18 @@ def _generate(job: tuple[int, int, int]) -> list[Row]:
     return rows
 
 
-def generate_load(beds: int, seconds: int) -> list[Row]:
-    """The load of ``beds`` beds, generated in one process per core.
+def generate_load(beds: int, seconds: int, *, phased: bool = False) -> list[Row]:
+    """The load of ``beds`` beds, generated in one process per core (``phased``: see
+    ``_generate``).
 
     Bed b's records depend only on (seed, b), so the first n beds of this load are the
     load of n beds (:func:`subset`).
     """
     workers = max(1, min(os.cpu_count() or 1, beds))
     bounds = np.linspace(0, beds, workers + 1).astype(int)
-    jobs = [(int(lo) + 1, int(hi), seconds) for lo, hi in itertools.pairwise(bounds) if hi > lo]
+    jobs = [
+        (int(lo) + 1, int(hi), seconds, phased) for lo, hi in itertools.pairwise(bounds) if hi > lo
+    ]
     with ProcessPoolExecutor(len(jobs)) as pool:
         parts = list(pool.map(_generate, jobs))
     return [[record for part in parts for record in part[t]] for t in range(seconds)]
@@ -329,14 +339,47 @@ class Deliveries:
 
 
 def publish(producer: Any, stack: Stack, row: Row, deliveries: Deliveries) -> datetime:
-    """Send one simulated second, every record stamped received_at = now."""
-    now, stamp = stamp_now()
+    """Send records, each stamped received_at = the wall time it is handed to the
+    producer (as an adapter stamps a message when it receives it); returns the first
+    stamp. (A stamp per batch would count the producer's own time for the batch, up
+    to 0.5 s for 2,000 records on this machine, as the worker's latency.)"""
+    first, _stamp = stamp_now()
     names = {base: stack.registry.name(base) for base in RAW_TOPICS}
     for _bed, topic, key, value in row:
+        stamp = stamp_now()[1]
         future = producer.send(names[topic], key=key, value=value.replace(SENTINEL_JSON, stamp, 1))
         future.add_callback(deliveries.on_ack)
         future.add_errback(deliveries.on_error)
-    return now
+    return first
+
+
+PACINGS = ("spread", "burst")
+SPREAD_SLICES = 20
+"""``spread``: a simulated second is sent in this many slices of beds, 50 ms apart."""
+
+
+def paced_slices(row: Row, pacing: str) -> list[tuple[float, Row]]:
+    """A simulated second's records in the slices sent over that wall second, each with
+    its offset into the second.
+
+    ``burst``: every bed's records at the start of the second (their devices in
+    lock-step: the worst case). ``spread``: the beds in ``SPREAD_SLICES`` groups evenly
+    over the second, as independent monitors' 1-Hz phases are, each sent at the phase
+    its samples were observed at (``bed_phase_s``); a bed's records stay in one slice,
+    in order.
+
+    >>> row = [(bed, "vitals", b"k", b"v") for bed in (1, 1, 2, 23)]
+    >>> [(at, len(part)) for at, part in paced_slices(row, "burst")]
+    [(0.0, 4)]
+    >>> [(at, len(part)) for at, part in paced_slices(row, "spread")]
+    [(0.05, 2), (0.1, 1), (0.15, 1)]
+    """
+    if pacing == "burst":
+        return [(0.0, row)]
+    groups: dict[float, Row] = {}
+    for record in row:
+        groups.setdefault(bed_phase_s(record[0], True), []).append(record)
+    return sorted(groups.items())
 
 
 def publish_rows(
@@ -650,6 +693,7 @@ def bench_live(
     *,
     warmup_s: float,
     settle_s: float,
+    pacing: str,
 ) -> dict[str, Any]:
     stack = new_stack(bootstrap, workdir, f"live{beds}")
     names = [stack.registry.name(t) for t in RAW_TOPICS]
@@ -672,11 +716,14 @@ def bench_live(
         behind = 0.0
         began = time.monotonic() + 0.2
         for n, row in enumerate(rows):
-            delay = began + n - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)
-            behind = max(behind, -delay)
-            wall_of.append(publish(producer, stack, row, deliveries))
+            for k, (phase_s, part) in enumerate(paced_slices(row, pacing)):
+                delay = began + n + phase_s - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+                behind = max(behind, -delay)
+                sent_at = publish(producer, stack, part, deliveries)
+                if k == 0:
+                    wall_of.append(sent_at)
         producer.flush()
         published_s = time.monotonic() - began
         cpu_live, machine_live = cpu_seconds(proc.pid), machine_cpu()
@@ -805,6 +852,13 @@ def main() -> None:
         default=45,
         help="longest wait after the live load for the worker to catch up",
     )
+    parser.add_argument(
+        "--pacing",
+        choices=PACINGS,
+        default="spread",
+        help="live load: beds spread over each second (independent monitors), or all at "
+        "its start (burst: devices in lock-step, the worst case)",
+    )
     parser.add_argument("--warmup-seconds", type=float, default=5)
     parser.add_argument("--drain-timeout", type=float, default=600)
     args = parse_args(parser)
@@ -817,10 +871,11 @@ def main() -> None:
         "simulated labs/charting; scenarios: bench/worker.py fast_plan",
         "drain_seconds": args.drain_seconds,
         "live_seconds": args.live_seconds,
+        "pacing": args.pacing,
     }
     print(f"generating {max(beds)} beds x {seconds} s ...", flush=True)
     began = time.perf_counter()
-    load = generate_load(max(beds), seconds)
+    load = generate_load(max(beds), seconds, phased=args.pacing == "spread")
     records = sum(map(len, load))
     results["generate_s"] = time.perf_counter() - began
     print(f"  {records:,} records in {results['generate_s']:.0f} s", flush=True)
@@ -848,6 +903,7 @@ def main() -> None:
                 n,
                 warmup_s=args.warmup_seconds,
                 settle_s=args.settle_seconds,
+                pacing=args.pacing,
             )
             print(summary(lives[n]), flush=True)
         probes: dict[int, dict[str, Any]] = {}
@@ -863,6 +919,7 @@ def main() -> None:
                 n_probe,
                 warmup_s=args.warmup_seconds,
                 settle_s=args.settle_seconds,
+                pacing=args.pacing,
             )
             print(summary(probes[n_probe]), flush=True)
     results["load_average_at_end"] = load_average()
@@ -1044,7 +1101,8 @@ def to_markdown(results: dict[str, Any]) -> str:
         f"# Worker benchmark ({results['when']}, {results['machine']}, commit {results['commit']})",
         "",
         f"Load: {results['load']}. Drain: {results['drain_seconds']} simulated s published "
-        f"first; live: {results['live_seconds']} s at 1x. Load average (1 min) at start "
+        f"first; live: {results['live_seconds']} s at 1x, paced "
+        f"{results.get('pacing', 'burst')}. Load average (1 min) at start "
         f"{results['load_average_at_start'][0]:.2f}, at end "
         f"{results['load_average_at_end'][0]:.2f}.",
         "",
