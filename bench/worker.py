@@ -134,10 +134,10 @@ def device_periods(nirs_every_s: int, crrt_every_s: int) -> Iterator[None]:
             setattr(bed_module, name, value)
 
 
-def bed_phase_s(bed: int, phased: bool) -> float:
-    """When in each second bed ``bed`` samples and sends (``paced_slices``): its slice
-    of the second when the load is spread, else 0."""
-    return (bed % SPREAD_SLICES) / SPREAD_SLICES if phased else 0.0
+def bed_phase_s(bed: int) -> float:
+    """When in each second bed ``bed`` samples and sends in the spread load
+    (``paced_slices``): its slice of the second."""
+    return (bed % SPREAD_SLICES) / SPREAD_SLICES
 
 
 def _generate(job: tuple[int, int, int, bool]) -> list[Row]:
@@ -156,7 +156,8 @@ def _generate(job: tuple[int, int, int, bool]) -> list[Row]:
         for t in range(seconds):
             row: Row = []
             for simulated in beds:
-                at = START + timedelta(seconds=t + bed_phase_s(simulated.bed, phased))
+                phase_s = bed_phase_s(simulated.bed) if phased else 0.0
+                at = START + timedelta(seconds=t + phase_s)
                 for record in simulated.step(t, at, SENTINEL):
                     value = record.value()
                     if SENTINEL_JSON not in value:
@@ -378,7 +379,7 @@ def paced_slices(row: Row, pacing: str) -> list[tuple[float, Row]]:
         return [(0.0, row)]
     groups: dict[float, Row] = {}
     for record in row:
-        groups.setdefault(bed_phase_s(record[0], True), []).append(record)
+        groups.setdefault(bed_phase_s(record[0]), []).append(record)
     return sorted(groups.items())
 
 

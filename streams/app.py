@@ -180,10 +180,6 @@ class _Live:
     dirty_batches: int = 0
     anchor: Any = None  # the patient's latest record: names its partition to the store
     dirty_since: float | None = None  # monotonic time of the first record held
-    write_phase_s: float = 0.0  # ``write_phase_s`` of the patient's id
-
-    def __post_init__(self) -> None:
-        self.write_phase_s = write_phase_s(self.state.patient_id)
 
 
 class _WorkerApp(faust.App):
@@ -673,7 +669,7 @@ def create_app(config: WorkerConfig, clock: Clock = _wall_clock) -> faust.App:
                 state.clock,
                 entry.saved_clock,
                 entry.dirty_batches,
-                phase_s=entry.write_phase_s,
+                phase_s=write_phase_s(patient_id),
                 alerted=patient_id in alerted,
                 force=force,
             ):
